@@ -1,0 +1,528 @@
+"""Chapter P2 — the attention mask: what reaches each layer, why "all zeros" is right,
+and how padding differs from [MASK].
+
+Every claim runs on each chosen attention implementation (``attn_implementation``
+parametrizes the ``bert`` fixture). The batch is the plan's sentence beside a
+shorter one, right-padded, so row 1 ends in [PAD] positions.
+"""
+
+import pytest
+import torch
+import transformers
+
+from bertspec import masks
+from bertspec.figures import mask_path_figure
+from bertspec.inputs import SENTENCE, SHORT_SENTENCE, pad_right
+from bertspec.modes import dropout_disabled, training
+from bertspec.reference import additive_mask
+from bertspec.tolerances import TOL
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+# What a self-attention module receives, read in each version's modeling code and
+# observed on transformers 4.57.6 and 5.24.0 (torch 2.13 CPU).
+# 4.x eager: BertModel.get_extended_attention_mask -> (1.0 - mask)[:, None, None, :] * finfo.min.
+# 4.x sdpa: _prepare_4d_attention_mask_for_sdpa -> None when nothing is padded, else expanded to [B, 1, T, T].
+# 5.x: masking_utils.create_bidirectional_mask -> None when nothing is padded; eager gets an
+#      additive float [B, 1, T, T], sdpa a boolean [B, 1, T, T] (True = may attend).
+EXPECTED_FORM = {
+    (4, "eager", "unpadded"): "float [B, 1, 1, T] {-0.0}",
+    (4, "eager", "padded"): "float [B, 1, 1, T] {-0.0, finfo.min}",
+    (4, "sdpa", "unpadded"): "None",
+    (4, "sdpa", "padded"): "float [B, 1, T, T] {0.0, finfo.min}",
+    (5, "eager", "unpadded"): "None",
+    (5, "eager", "padded"): "float [B, 1, T, T] {0.0, finfo.min}",
+    (5, "sdpa", "unpadded"): "None",
+    (5, "sdpa", "padded"): "bool [B, 1, T, T] {False, True}",
+}
+
+
+def padded_batch(bert):
+    return bert.encode([SENTENCE, SHORT_SENTENCE])
+
+
+def unpadded_batch(bert):
+    return bert.encode([SENTENCE])
+
+
+def padded_keys(batch) -> torch.Tensor:
+    """(B, T) booleans: True where the key is a [PAD] position."""
+    return batch.attention_mask.cpu() == 0
+
+
+def last_hidden(bert, batch, **kwargs) -> torch.Tensor:
+    with torch.no_grad():
+        return bert.model.bert(**{**batch.as_kwargs(), **kwargs}).last_hidden_state
+
+
+def kernel_tolerance(bert) -> dict:
+    """Eager adds and multiplies in the same order whatever the mask; sdpa may pick another kernel."""
+    return TOL["exact"] if bert.attn_implementation == "eager" else TOL["float32_kernels"]
+
+
+def test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask(bert, evidence):
+    """Every layer's attention receives one and the same mask, built once from the 2D attention_mask.
+
+    BertModel converts the 2D ``attention_mask`` (1 = real token, 0 = [PAD]) once,
+    before the encoder, and passes the result unchanged to every layer; the mask
+    allows exactly the keys whose 2D entry is 1, for every query. The evidence
+    lists, per layer, the form received.
+
+    Claim ID: P2.1a
+    中文：每一层的 attention 收到的是同一个 mask，由二维 attention_mask 只构造一次。
+    原因：BertModel 在进入 encoder 之前把二维 mask（1=真实 token，0=[PAD]）转换一次，
+    然后原样传给每一层；对每个 query，它只允许二维 mask 为 1 的 key。
+    """
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    received = trace.all("attention_mask")
+    b, t = batch.input_ids.shape
+    evidence.table("mask received per layer (padded batch)", ["step", "form"],
+                   [(s.name, masks.form(s.tensor, b, t)) for s in received])
+    assert len(received) == bert.config.num_hidden_layers
+    first = received[0].tensor
+    assert first is not None, "a padded batch must reach the layers with a mask"
+    for step in received[1:]:
+        assert step.tensor is first or torch.equal(step.tensor, first), f"{step.name} got another mask"
+    expected = batch.attention_mask.cpu().bool()[:, None, :].expand(b, t, t)
+    assert torch.equal(masks.allowed(first, b, t), expected)
+
+
+@pytest.mark.parametrize("padding", ["unpadded", "padded"])
+def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_version(bert, padding, evidence):
+    """The mask a layer receives is None, boolean or additive float, as this transformers version's code says.
+
+    The form depends on the version and on the attention implementation (see
+    EXPECTED_FORM in this file): transformers 4.x eager always materialises
+    ``(1.0 - mask) * finfo.min`` as [B, 1, 1, T] (all -0.0 without padding, the
+    famous "all-zero" mask); 4.x sdpa and all of 5.x skip the mask (None) when
+    nothing is padded; with padding 5.x gives eager an additive [B, 1, T, T]
+    float and sdpa a boolean [B, 1, T, T]. The test states what it observed for
+    the installed version and fails if that changes.
+
+    Claim ID: P2.1a
+    中文：各层收到的 mask 是 None、布尔张量还是加性浮点张量，取决于所装 transformers 版本的代码。
+    原因：4.x eager 总是构造 [B,1,1,T] 的 (1.0-mask)*finfo.min（无 padding 时全为 -0.0，即"全0"mask）；
+    4.x sdpa 与 5.x 在没有 padding 时直接传 None；有 padding 时 5.x 给 eager 加性浮点 [B,1,T,T]、
+    给 sdpa 布尔 [B,1,T,T]。测试记录所装版本的实际形式，一旦改变即失败。
+    """
+    batch = padded_batch(bert) if padding == "padded" else unpadded_batch(bert)
+    trace, _ = bert.trace(batch)
+    b, t = batch.input_ids.shape
+    observed = str(masks.form(trace.all("attention_mask")[0].tensor, b, t))
+    key = (TRANSFORMERS_MAJOR, bert.attn_implementation, padding)
+    evidence.table("mask form", ["transformers", "attention", "input", "observed", "expected"],
+                   [(transformers.__version__, bert.attn_implementation, padding, observed, EXPECTED_FORM.get(key, "—"))])
+    if key not in EXPECTED_FORM:
+        pytest.skip(f"no reading of transformers {transformers.__version__}'s mask code yet; observed: {observed}")
+    assert observed == EXPECTED_FORM[key]
+
+
+def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, evidence):
+    """Where the layer gets a float mask, it is (1.0 - attention_mask) * finfo(dtype).min.
+
+    Kept keys add 0 to their score, padded keys add float32's most negative
+    finite number, -3.4028e38. 4.x eager computes exactly this formula (kept
+    keys come out as -0.0, since (1 - 1) * min = -0.0); 5.x eager reaches the
+    same values another way (+0.0). 5.x sdpa passes a boolean instead: the
+    formula is not used on that path, which the evidence states.
+
+    Claim ID: P2.1b
+    中文：当层收到浮点 mask 时，它等于 (1.0 - attention_mask) * finfo(dtype).min。
+    原因：保留的 key 加 0，padding 的 key 加 float32 最小有限值 -3.4028e38。4.x eager 正是用这个公式
+    （保留位置为 -0.0）；5.x eager 用另一种方式得到相同数值（+0.0）；5.x sdpa 直接传布尔 mask，不经过该公式。
+    """
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    received = trace.all("attention_mask")[0].tensor
+    assert received is not None, "a padded batch reached the layer without a mask"
+    formula = additive_mask(batch.attention_mask, torch.float32).to(received.device)
+    if received.dtype == torch.bool:
+        evidence.text("path", "this version passes a boolean mask to this implementation: no additive formula; "
+                              "the boolean equals attention_mask == 1 broadcast over queries")
+        assert torch.equal(received, (formula == 0).expand_as(received))
+        return
+    same_signs = torch.equal(torch.signbit(received), torch.signbit(formula.expand_as(received)))
+    evidence.table("received vs formula (row 1)", ["key position", "attention_mask", "received", "formula"],
+                   [(j, int(batch.attention_mask[1, j]), received[1, 0, -1, j].item(), formula[1, 0, 0, j].item())
+                    for j in range(batch.attention_mask.shape[1])])
+    evidence.text("sign of the zeros", "built by the formula itself (-0.0)" if same_signs else "same values, built another way (+0.0)")
+    assert received.dtype == torch.float32
+    assert torch.equal(received, formula.expand_as(received))
+
+
+def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert, evidence):
+    """With no padding the mask is "all zeros" (-0.0), and adding it changes no score, not even in the last bit.
+
+    (1.0 - 1) * finfo.min is -0.0 (a positive zero times a negative number), and
+    x + (-0.0) == x exactly for every float x, including +0.0. So the
+    "all-zero" mask people see when printing it in transformers 4.x is not a
+    bug: it is the additive identity, and it leaves attention untouched.
+
+    Claim ID: P2.1d
+    中文：无 padding 时 mask 为"全0"（-0.0），加上它不会改变任何分数，连最后一位都不变。
+    原因：(1.0-1)*finfo.min 等于 -0.0，而对任何浮点数 x 有 x + (-0.0) == x（含 +0.0）。
+    所以 4.x 打印出的"全0" mask 不是 bug，而是加法单位元，不改变 attention。
+    """
+    batch = unpadded_batch(bert)
+    trace, _ = bert.trace(batch)
+    all_zero = additive_mask(batch.attention_mask.cpu(), torch.float32)
+    scores = trace.tensor(trace.all("scores")[0].name).cpu()
+    shifted = scores + all_zero
+    evidence.table("the all-zero mask", ["entries", "all -0.0 (sign bit set)", "scores changed bitwise"],
+                   [(all_zero.numel(), bool(torch.signbit(all_zero).all()),
+                     int((shifted.view(torch.int32) != scores.view(torch.int32)).sum()))])
+    assert bool((all_zero == 0).all()) and bool(torch.signbit(all_zero).all())
+    assert torch.equal(shifted.view(torch.int32), scores.view(torch.int32))
+
+
+def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(bert, evidence):
+    """No mask, a materialised all-zero mask and an all-ones 2D mask give the same encoder output.
+
+    The three are the same statement, "every key may be attended": the first
+    adds nothing, the second adds 0, the third is turned into one of the first
+    two by transformers. Eager attention computes identical bits; sdpa may route
+    a masked call to another fused kernel, so it is held to the float32 kernel
+    tolerance (bertspec.tolerances).
+
+    Claim ID: P2.1d
+    中文：不传 mask、显式的全0 mask、全1的二维 mask，三者得到相同的 encoder 输出。
+    原因：三者表达的都是"所有 key 都可见"：第一个什么都不加，第二个加 0，第三个被 transformers
+    转换成前两者之一。eager 结果逐位相同；sdpa 可能因有无 mask 选择不同的融合内核，按 float32 内核容差比较。
+    """
+    batch = unpadded_batch(bert)
+    b, t = batch.input_ids.shape
+    all_ones = last_hidden(bert, batch)
+    with masks.layer_mask_replaced(bert.model, lambda _: None):
+        no_mask = last_hidden(bert, batch)
+    zeros = torch.zeros(b, 1, t, t, device=batch.input_ids.device)
+    with masks.layer_mask_replaced(bert.model, lambda _: zeros):
+        all_zero = last_hidden(bert, batch)
+    evidence.table("max |difference| of the last hidden state", ["pair", "max abs diff"],
+                   [("no mask vs all-ones 2D", (no_mask - all_ones).abs().max()),
+                    ("all-zero 4D vs all-ones 2D", (all_zero - all_ones).abs().max())])
+    torch.testing.assert_close(no_mask, all_ones, **kernel_tolerance(bert))
+    torch.testing.assert_close(all_zero, all_ones, **kernel_tolerance(bert))
+
+
+def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
+    """Every query, in every layer and head, gives a [PAD] key probability exactly 0.0.
+
+    softmax(x)_j = exp(x_j - max x) / sum. At a padded key x_j = score + finfo.min
+    ~ -3.4e38, so x_j - max x is far below log(float32's smallest subnormal)
+    ~ -103.3 and exp underflows to exactly 0 — not merely to something small.
+    (sdpa's probabilities are derived from the kernel's own inputs; the tracer's
+    chapter checks that they reproduce the kernel's output.)
+
+    Claim ID: P2.3b
+    中文：每一层、每个头、每个 query 给 [PAD] key 的概率严格等于 0.0。
+    原因：softmax 中 exp(x_j - max x)；padding 位置 x_j = score + finfo.min ≈ -3.4e38，
+    远小于 float32 最小次正规数的对数（约 -103.3），exp 下溢为精确的 0，而不只是很小。
+    """
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    pad = padded_keys(batch)
+    probs = [trace.tensor(s.name).cpu() for s in trace.all("probs")]
+    evidence.matrix("layer 0, head 0, row 1 (ends in [PAD]): probabilities", probs[0][1, 0],
+                    range(probs[0].shape[-1]), [f"{j}{' PAD' if pad[1, j] else ''}" for j in range(pad.shape[1])])
+    for layer, p in enumerate(probs):
+        at_padding = p.permute(0, 3, 1, 2)[pad]  # (n_padded_keys, heads, queries)
+        assert at_padding.numel() > 0
+        assert torch.equal(at_padding, torch.zeros_like(at_padding)), f"layer {layer}: max {at_padding.max():.3g}"
+
+
+def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evidence):
+    """At a padded key, score + finfo.min rounds to finfo.min itself: the score is absorbed.
+
+    float32 near 3.4e38 has a spacing (ulp) of 2^104 ~ 2e31. A score of size ~10
+    is far below half an ulp, so the sum rounds back to finfo.min exactly. What
+    the key's score was no longer exists after the addition. A boolean mask (5.x
+    sdpa) adds no number; the kernel fills -inf instead, which the tracer records.
+
+    Claim ID: P2.3b
+    中文：在 padding 的 key 处，score + finfo.min 舍入后就是 finfo.min 本身：分数被"吞掉"。
+    原因：float32 在 3.4e38 附近的间距约为 2^104≈2e31，量级为 10 的分数远小于半个间距，
+    所以和被舍入回 finfo.min。布尔 mask（5.x sdpa）不做加法，内核改为填入 -inf。
+    """
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    pad = padded_keys(batch)
+    received = trace.all("attention_mask")[0].tensor
+    fill = float("-inf") if received is not None and received.dtype == torch.bool else torch.finfo(torch.float32).min
+    finfo_min = torch.tensor(torch.finfo(torch.float32).min)
+    evidence.table("float32 at the bottom of its range", ["finfo.min", "ulp there", "value at padded keys"],
+                   [(finfo_min.item(), (torch.nextafter(finfo_min, torch.tensor(0.0)) - finfo_min).item(), fill)])
+    for step in trace.all("scores+mask"):
+        masked = trace.tensor(step.name).cpu().permute(0, 3, 1, 2)[pad]
+        assert bool((masked == fill).all()), f"{step.name}: padded entries are not {fill}"
+
+
+def test_every_attention_row_sums_to_one(bert, evidence):
+    """Each query's attention probabilities sum to 1, padded queries included.
+
+    Masking removes keys from the softmax's sum, it does not remove queries: every
+    row is still a probability distribution over the keys it may see. Tolerance:
+    T float32 terms, each rounded to 2^-24 relative (TOL["prob_sum"]).
+
+    Claim ID: P2.3b
+    中文：每个 query 的注意力概率之和为 1，padding 位置的 query 也一样。
+    原因：mask 只是把某些 key 从 softmax 的求和中去掉，并不去掉 query；每一行仍是对可见 key 的概率分布。
+    """
+    trace, _ = bert.trace(padded_batch(bert))
+    sums = torch.stack([trace.tensor(s.name).cpu().sum(-1) for s in trace.all("probs")])
+    evidence.table("row sums over all layers, heads, queries", ["min", "max"], [(sums.min(), sums.max())])
+    torch.testing.assert_close(sums, torch.ones_like(sums), **TOL["prob_sum"])
+
+
+def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evidence):
+    """A [PAD] position still gets an output vector, but changing it changes no real token's output.
+
+    The mask hides padded *keys*; padded *queries* are computed like any other
+    row, attending to the real tokens. Their outputs are finite, depend on what
+    token sits there, and are simply ignored downstream (labels -100, pooling
+    by mask). Because their probability as keys is exactly 0, a real token's
+    output is bit-for-bit the same whatever id the padded slots hold (eager);
+    sdpa is held to the float32 kernel tolerance.
+
+    Claim ID: P2.3b
+    中文：[PAD] 位置仍有输出向量，但改变它不会改变任何真实 token 的输出。
+    原因：mask 屏蔽的是作为 key 的 padding；作为 query 的 padding 行照常计算并关注真实 token，
+    其输出有限、取决于该位置的 token，下游会忽略（label=-100 等）。由于作为 key 的概率精确为 0，
+    无论 padding 槽放什么 id，真实 token 的输出都不变。
+    """
+    batch = padded_batch(bert)
+    pad = padded_keys(batch).to(batch.input_ids.device)
+    other = type(batch)(batch.input_ids.masked_fill(pad, bert.tokenizer.unk_token_id), batch.attention_mask, batch.token_type_ids)
+    with_pad, with_unk = last_hidden(bert, batch), last_hidden(bert, other)
+    real = ~pad
+    evidence.table("padded slots filled with [PAD] vs [UNK]", ["positions", "max |diff|"],
+                   [("real tokens", (with_pad[real] - with_unk[real]).abs().max()),
+                    ("padded positions", (with_pad[pad] - with_unk[pad]).abs().max())])
+    assert torch.isfinite(with_pad[pad]).all()
+    torch.testing.assert_close(with_unk[real], with_pad[real], **kernel_tolerance(bert))
+    assert not torch.allclose(with_unk[pad], with_pad[pad]), "padded positions' outputs should depend on their token"
+
+
+def test_train_and_eval_modes_hand_every_layer_the_same_mask(bert, evidence):
+    """model.train() and model.eval() give every layer the identical mask.
+
+    The mask is built from attention_mask alone; nothing in its construction
+    reads ``self.training``. Dropout is the only train-time switch.
+
+    Claim ID: P2.1c
+    中文：训练模式与推理模式下，每一层收到的 mask 完全相同。
+    原因：mask 只由 attention_mask 构造，构造过程不读取 self.training；训练时唯一的开关是 dropout。
+    """
+    batch = padded_batch(bert)
+    eval_trace, _ = bert.trace(batch)
+    torch.manual_seed(0)
+    with training(bert.model):
+        train_trace, _ = bert.trace(batch)
+    pairs = list(zip(eval_trace.all("attention_mask"), train_trace.all("attention_mask")))
+    evidence.table("mask per layer", ["layer step", "identical"], [(e.name, torch.equal(e.tensor, t.tensor)) for e, t in pairs])
+    assert len(pairs) == bert.config.num_hidden_layers
+    for e, t in pairs:
+        assert torch.equal(e.tensor, t.tensor), e.name
+
+
+def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
+    """In train mode the output changes only because of dropout: with every dropout at 0, train equals eval.
+
+    With dropout on (hidden and attention, p from the config) two train-mode
+    passes differ from eval; with every dropout probability set to 0 the
+    train-mode pass reproduces eval exactly (eager) or within the float32
+    kernel tolerance (sdpa).
+
+    Claim ID: P2.1c
+    中文：训练模式下输出的变化只来自 dropout：把所有 dropout 设为 0 后，训练模式与推理模式输出相同。
+    原因：开启 dropout（hidden 与 attention，概率取自 config）时训练模式输出与推理模式不同；
+    把所有 dropout 概率设为 0 后，训练模式精确复现推理模式（eager），sdpa 在 float32 内核容差内相同。
+    """
+    batch = padded_batch(bert)
+    real = batch.attention_mask.bool()
+    eval_out = last_hidden(bert, batch)
+    torch.manual_seed(0)
+    with training(bert.model):
+        train_out = last_hidden(bert, batch)
+        with dropout_disabled(bert.model):
+            train_no_dropout = last_hidden(bert, batch)
+    p = (bert.config.hidden_dropout_prob, bert.config.attention_probs_dropout_prob)
+    evidence.table("max |train - eval| on real tokens", ["dropout", "max abs diff"],
+                   [(f"hidden {p[0]}, attention {p[1]}", (train_out - eval_out)[real].abs().max()),
+                    ("all 0", (train_no_dropout - eval_out)[real].abs().max())])
+    torch.testing.assert_close(train_no_dropout[real], eval_out[real], **kernel_tolerance(bert))
+    if max(p) > 0:
+        assert (train_out - eval_out)[real].abs().max() > 1e-3, "dropout is on but train mode changed nothing"
+
+
+def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evidence):
+    """The attention padding mask and the MLM [MASK] token are two different inputs that never meet.
+
+    Padding is a 0 in ``attention_mask`` and becomes an additive bias (or a
+    boolean) on scores. [MASK] is a token id in ``input_ids`` (103 in the
+    Chinese vocabulary) with attention_mask 1 and, in training, a label; the
+    layer's mask lets every query attend to it.
+
+    Claim ID: P2.2a
+    中文：attention 的 padding mask 与 MLM 的 [MASK] token 是两种不同的输入，互不相干。
+    原因：padding 是 attention_mask 中的 0，变成加在分数上的偏置（或布尔值）；[MASK] 是 input_ids 里的
+    一个 token id（中文词表中为 103），其 attention_mask 为 1，训练时带 label；层收到的 mask 允许所有 query 关注它。
+    """
+    batch = padded_batch(bert)
+    tok = bert.tokenizer
+    ids, am = batch.input_ids.cpu(), batch.attention_mask.cpu()
+    trace, _ = bert.trace(batch)
+    b, t = ids.shape
+    allowed = masks.allowed(trace.all("attention_mask")[0].tensor, b, t)
+    mask_pos = (ids[0] == tok.mask_token_id).nonzero().item()
+    evidence.table("row 0", ["position", "token", "input_id", "attention_mask", "may be attended"],
+                   [(j, bert.tokens(batch)[j], int(ids[0, j]), int(am[0, j]), bool(allowed[0, :, j].all())) for j in range(t)])
+    evidence.table("row 1", ["position", "token", "input_id", "attention_mask"],
+                   [(j, bert.tokens(batch, 1)[j], int(ids[1, j]), int(am[1, j])) for j in range(t)])
+    assert tok.mask_token_id != tok.pad_token_id
+    assert am[0, mask_pos] == 1
+    assert bool(allowed[0, :, mask_pos].all())
+    assert torch.equal(am == 0, ids == tok.pad_token_id), "attention_mask is 0 exactly at [PAD] ids"
+    assert torch.equal(allowed[:, 0, :], am.bool()), "the layer mask hides exactly the [PAD] keys"
+
+
+def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evidence):
+    """[MASK] is an ordinary visible token: every query gives it weight, and it gives every real token weight.
+
+    Nothing in attention singles out id 103. [MASK] has an embedding like any
+    token, its key receives a positive probability from every query, and its
+    query attends to all real keys; only [PAD] keys are hidden.
+
+    Claim ID: P2.2b
+    中文：[MASK] 是普通的可见 token：每个 query 都给它正的权重，它也给每个真实 token 正的权重。
+    原因：attention 中没有任何针对 id 103 的特殊处理。[MASK] 像其他 token 一样有嵌入，
+    作为 key 得到所有 query 的正概率，作为 query 关注所有真实 key；只有 [PAD] 被隐藏。
+    """
+    batch = unpadded_batch(bert)
+    mask_pos = (batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero().item()
+    trace, _ = bert.trace(batch)
+    probs = torch.stack([trace.tensor(s.name)[0].cpu() for s in trace.all("probs")])  # (L, H, T, T)
+    to_mask, from_mask = probs[..., :, mask_pos], probs[..., mask_pos, :]
+    evidence.table("attention involving [MASK] (all layers and heads)", ["direction", "min", "mean", "max"],
+                   [("others → [MASK]", to_mask.min(), to_mask.mean(), to_mask.max()),
+                    ("[MASK] → others", from_mask.min(), from_mask.mean(), from_mask.max())])
+    assert bool((to_mask > 0).all()) and bool((from_mask > 0).all())
+
+
+def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(mlm, evidence):
+    """The logits at [MASK] are the same with 0, 1 or 8 [PAD] tokens appended, and so is the prediction.
+
+    Padded keys get probability exactly 0, so they add nothing to any real
+    token's context. Longer matrices change only the order of float additions,
+    hence the float32 kernel tolerance rather than bit equality.
+
+    Claim ID: P2.2c
+    中文：在句尾追加 0、1 或 8 个 [PAD]，[MASK] 位置的 logits 与预测都不变。
+    原因：padding key 的概率精确为 0，对真实 token 的上下文没有贡献；矩阵变长只改变浮点加法顺序，
+    因此按 float32 内核容差而非逐位比较。
+    """
+    base = unpadded_batch(mlm)
+    mask_pos = (base.input_ids[0] == mlm.tokenizer.mask_token_id).nonzero().item()
+    logits = {}
+    for n_pad in (0, 1, 8):
+        batch = pad_right(base, n_pad, mlm.tokenizer.pad_token_id)
+        with torch.no_grad():
+            logits[n_pad] = mlm.model(**batch.as_kwargs()).logits[0, mask_pos]
+    top = {n: mlm.tokenizer.convert_ids_to_tokens(int(v.argmax())) for n, v in logits.items()}
+    evidence.table("logits at [MASK]", ["pads appended", "argmax", "max |diff| vs 0 pads"],
+                   [(n, top[n], (v - logits[0]).abs().max()) for n, v in logits.items()])
+    for n in (1, 8):
+        torch.testing.assert_close(logits[n], logits[0], **TOL["float32_kernels"])
+        assert top[n] == top[0]
+
+
+def test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability(bert, evidence):
+    """Along the mask's path — 2D mask, layer mask, scores + mask, softmax — a [PAD] key is hidden at every step.
+
+    The figure follows row 1 (which ends in [PAD]) through layer 0, head 0:
+    (1) the 2D input, (2) what the layer receives, as "may attend", (3) scores +
+    mask, with padded keys at the floor, (4) probabilities, zero there. The
+    assertions check the same four arrays the figure draws.
+
+    Claim ID: P2.3c
+    中文：沿 mask 的处理路径——二维 mask、层收到的 mask、scores + mask、softmax——[PAD] key 每一步都被屏蔽。
+    原因：图中跟踪第 1 行（以 [PAD] 结尾）在第 0 层第 0 个头的处理：(1) 二维输入，(2) 层收到的 mask（可见与否），
+    (3) scores + mask，padding 处为最小值，(4) 概率，padding 处为 0。断言检查的正是图中的四个数组。
+    """
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    b, t = batch.input_ids.shape
+    row = 1
+    mask_2d = batch.attention_mask[row].cpu()
+    allowed = masks.allowed(trace.all("attention_mask")[0].tensor, b, t)[row]
+    masked = trace.tensor(trace.all("scores+mask")[0].name)[row, 0].cpu()
+    probs = trace.tensor(trace.all("probs")[0].name)[row, 0].cpu()
+    hidden = mask_2d == 0
+    evidence.figure("the mask's path (layer 0, head 0, row 1)",
+                    mask_path_figure(mask_2d, allowed[0], masked, probs,
+                                     f"{bert.attn_implementation}, row {row}: positions 0..{t - 1}, [PAD] at {hidden.nonzero().flatten().tolist()}"))
+    assert bool(hidden.any())
+    assert torch.equal(~allowed[0], hidden)
+    assert bool((masked[:, hidden] < -1e30).all())
+    assert bool((probs[:, hidden] == 0).all()) and bool((probs[:, ~hidden] > 0).all())
+
+
+def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_snapshot(bert, snapshot):
+    """The bundled model's layer-0 attention on the padded batch is the reviewed one.
+
+    What makes these values right is asserted by the claims above (zero at
+    [PAD] keys, rows summing to 1, the mask allowing exactly the real keys); the
+    snapshot pins the rest — the bundled model's learned scores — so that a
+    change in transformers, torch or the model file shows up as a reviewable
+    diff. The allowed-matrix is the same for every mask form, which is why one
+    snapshot serves eager and sdpa on transformers 4 and 5.
+
+    Claim ID: P2.1a
+    中文：自带模型在 padding batch 上第 0 层的 attention 与已审核的快照一致。
+    原因：这些数值为何正确由上面的断言保证（[PAD] 处为 0、每行和为 1、mask 恰好允许真实 key）；
+    快照固定其余部分（模型学到的分数），使 transformers、torch 或模型文件的变化表现为可审阅的差异。
+    """
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    b, t = batch.input_ids.shape
+    assert snapshot == {
+        "allowed": masks.allowed(trace.all("attention_mask")[0].tensor, b, t).to(torch.int64),
+        "probs_layer0_head0_row1": trace.tensor(trace.all("probs")[0].name)[1, 0],
+    }
+
+
+CATCH_A_DROPPED_MASK = [
+    test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask,
+    test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum,
+    test_padded_keys_get_exactly_zero_attention_probability,
+    test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself,
+    test_padded_positions_get_outputs_that_never_reach_the_real_tokens,
+    test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs,
+    test_appending_padding_does_not_change_the_prediction_at_the_mask_position,
+    test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability,
+]
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("claim", CATCH_A_DROPPED_MASK, ids=lambda f: f.__name__.removeprefix("test_"))
+def test_the_mask_claims_fail_on_a_model_that_drops_the_mask_before_attention(bert, claim):
+    """The chapter's claims go red on a counterfeit BERT whose layers never receive the padding mask.
+
+    The counterfeit is the model under test with a pre-hook that hands every
+    self-attention module ``None`` instead of its mask, as a bug in mask routing
+    would. Each listed claim is run against it and must raise AssertionError;
+    a claim that stayed green here would be proving nothing about the mask.
+
+    Claim ID: P1.1
+    中文：在一个各层收不到 padding mask 的"伪造" BERT 上，本章的断言都会失败。
+    原因：伪造模型就是被测模型加一个 pre-hook，让每个 self-attention 收到 None 而不是 mask（模拟 mask 传递的 bug）。
+    列出的每条断言都必须抛出 AssertionError；在这里仍然通过的断言对 mask 没有证明力。
+    """
+    from bertspec.report import Evidence
+
+    arguments = {"bert": bert, "mlm": bert, "evidence": Evidence()}
+    needed = {name: arguments[name] for name in claim.__code__.co_varnames[: claim.__code__.co_argcount]}
+    if "mlm" in needed and not bert.has_mlm_head:
+        pytest.skip("the claim needs an MLM head")
+    with masks.layer_mask_replaced(bert.model, lambda _: None), pytest.raises(AssertionError):
+        claim(**needed)
