@@ -24,7 +24,9 @@ def _trace(args) -> None:
     print(f"model: {bert.source}  attention: {bert.attn_implementation}  device: {bert.device}")
     print(f"tokens: {' '.join(tokens)}\n")
     print(trace.table())
-    if bert.has_mlm_head and bert.tokenizer.mask_token_id in batch.input_ids[0].tolist():
+    if not bert.has_mlm_head:
+        print("\nno MLM-head weights in this checkpoint (encoder only): no predictions shown")
+    elif bert.tokenizer.mask_token_id in batch.input_ids[0].tolist():
         logits = output.logits[0]
         for pos in (batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero().flatten().tolist():
             top = logits[pos].softmax(-1).topk(5)

@@ -144,18 +144,23 @@ def test_the_trace_command_prints_every_step_and_the_prediction(settings, capsys
     """``python -m bertspec trace TEXT`` prints the step table and the top guesses at each [MASK].
 
     The command line uses the same loader and tracer as the spec, so what a
-    user sees in the terminal is what the claims check.
+    user sees in the terminal is what the claims check. An encoder-only
+    checkpoint has no head to predict with, and the command says so.
 
     Claim ID: P1.2
     中文：`python -m bertspec trace 文本` 打印每一步的表格以及每个 [MASK] 处的候选预测。
     原因：命令行与 spec 使用同一个加载器和 tracer，用户在终端看到的就是断言所检查的内容。
+    只有 encoder 的 checkpoint 没有预测头，命令会如实说明。
     """
     args = ["trace", SENTENCE] + (["--model", settings.model_path] if settings.model_path else [])
     assert cli(args) == 0
     out = capsys.readouterr().out
     assert "bert.encoder.layer.0.attention.self:probs" in out
     assert "cls.predictions.decoder" in out
-    assert re.search(r"\[MASK\] at position 8: \S+ \d\.\d{3}", out)
+    if loading.load(settings.model_path).has_mlm_head:
+        assert re.search(r"\[MASK\] at position 8: \S+ \d\.\d{3}", out)
+    else:
+        assert "no MLM-head weights" in out
 
 
 def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_says_too_long(bert, capsys):
@@ -219,22 +224,32 @@ def test_a_bad_checkpoint_folder_is_refused_with_one_line_that_says_what_to_do(c
     assert expected in message and "\n" not in message
 
 
-@pytest.mark.parametrize("option", [["--bert-model", "/nonexistent/bert"], ["--attn-implementation", "flash"]])
-def test_a_bad_option_stops_the_session_with_one_line(option):
-    """A bad --bert-model or --attn-implementation stops the whole session at once, with one line.
+BAD_OPTIONS = {
+    "missing folder": (["--bert-model", "/nonexistent/bert"], "no such folder"),
+    "unknown implementation": (["--attn-implementation", "flash"], "invalid choice: 'flash'"),
+    "cuda without a GPU": (["--device", "cuda"], "no CUDA GPU"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_OPTIONS)
+def test_a_bad_option_stops_the_session_with_one_line(case):
+    """A bad --bert-model, --attn-implementation or --device stops the whole session at once, with one line.
 
     Options are checked when pytest configures the session, before any test or
     model load, so the user sees a single error line and exit status 4 (usage
     error), not a page of failing tests.
 
     Claim ID: P1.1
-    中文：错误的 --bert-model 或 --attn-implementation 会立即终止整个测试会话，只输出一行错误。
+    中文：错误的 --bert-model、--attn-implementation 或 --device 会立即终止整个测试会话，只输出一行错误。
     原因：选项在 pytest 配置会话时就被检查（早于任何测试或模型加载），用户只看到一行错误与退出码 4。
     """
+    option, problem = BAD_OPTIONS[case]
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     run = subprocess.run([sys.executable, "-m", "pytest", "spec", *option, "-p", "no:cacheprovider"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
-    naming_the_problem = [line for line in lines if "no such folder" in line or "invalid choice: 'flash'" in line]
+    naming_the_problem = [line for line in lines if problem in line]
     assert run.returncode == 4
     assert len(naming_the_problem) == 1 and len(lines) <= 4, lines
     assert "Traceback" not in run.stderr
