@@ -168,5 +168,11 @@ def pytest_html_results_table_header(cells):
     cells.insert(1, '<th class="sortable" data-column-type="claim">Claim ID</th>')
 
 
+def pytest_html_results_table_html(report, data):
+    # A passed claim's evidence is the point; an empty log box is noise.
+    if data == ["No log output captured."]:
+        data.clear()
+
+
 def pytest_html_results_table_row(report, cells):
     cells.insert(1, f'<td class="col-claim">{html.escape(getattr(report, "claim_id", ""))}</td>')

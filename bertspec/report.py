@@ -17,21 +17,28 @@ STYLE = (
     "<style>"
     ".claim{font-family:sans-serif;margin:6px 0 10px}"
     ".claim .id{font-weight:bold;color:#555}"
-    ".claim p{margin:4px 0;white-space:pre-wrap}"
+    ".claim p{margin:4px 0;max-width:60em}"
     ".claim .zh{color:#234;border-left:3px solid #9bd;padding-left:8px}"
     "table.evidence{border-collapse:collapse;margin:6px 0;font:12px monospace}"
     "table.evidence td,table.evidence th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
     "table.evidence caption{text-align:left;font-weight:bold;font-family:sans-serif}"
+    "tbody.passed .logwrapper{display:none}"
     "</style>"
 )
+
+
+def paragraphs(text: str, joiner: str) -> str:
+    """Docstring paragraphs as <p>, their hard line breaks undone (Chinese joins without spaces)."""
+    blocks = [joiner.join(line.strip() for line in block.splitlines()) for block in text.split("\n\n")]
+    return "".join(f"<p>{html.escape(block)}</p>" for block in blocks if block)
 
 
 def claim_block(claim: Claim) -> str:
     e = html.escape
     return (
         f'<div class="claim"><span class="id">{e(claim.claim_id)}</span> <b>{e(claim.sentence)}</b>'
-        f"<p>{e(claim.why)}</p>"
-        f'<div class="zh"><b>{e(claim.sentence_zh)}</b><p>{e(claim.why_zh)}</p></div></div>'
+        f"{paragraphs(claim.why, ' ')}"
+        f'<div class="zh"><b>{e(claim.sentence_zh)}</b>{paragraphs(claim.why_zh, "")}</div></div>'
     )
 
 
