@@ -57,3 +57,55 @@ def heatmap(values, title: str, xlabel="key position", ylabel="query position"):
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def loss_and_gradient_figure(labelled, real, logits_grad_norm, embedding_grad_norm, title: str):
+    """Per sequence, per position: where the loss is taken, and which positions receive gradient.
+
+    Top row: the norm of d loss / d logits at each position (non-zero only where
+    a label is). Bottom row: the norm of d loss / d input embedding (non-zero at
+    every real token of a labelled sequence). Labelled positions are starred,
+    [PAD] positions shaded.
+    """
+    rows = [(logits_grad_norm, "|d loss / d logits|"), (embedding_grad_norm, "|d loss / d input embedding|")]
+    n_seq, length = labelled.shape
+    fig, axes = plt.subplots(2, n_seq, figsize=(4.2 * n_seq, 5.2), squeeze=False, sharex=True)
+    positions = np.arange(length)
+    for col in range(n_seq):
+        for row, (values, label) in enumerate(rows):
+            ax = axes[row, col]
+            v = values[col].detach().cpu().to(torch.float64).numpy()
+            ax.bar(positions, v, color="tab:blue")
+            for j in np.flatnonzero(~real[col].cpu().numpy()):
+                ax.axvspan(j - 0.5, j + 0.5, color="0.85", zorder=0)
+            starred = np.flatnonzero(labelled[col].cpu().numpy())
+            ax.plot(starred, np.full(len(starred), v.max() * 1.08 if v.max() > 0 else 1.0), "r*", label="labelled")
+            ax.set_xticks(positions)
+            ax.set_title(f"sequence {col}: {label}", fontsize=9)
+            if row == 1:
+                ax.set_xlabel("position (grey: [PAD])")
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ratio_figure(rows):
+    """One horizontal bar per ratio of a benchmark run (log scale), coloured by what it compares; targets as red ticks."""
+    names = list(dict.fromkeys(row["ratio"] for row in rows))
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(rows) + 1.5))
+    positions = np.arange(len(rows))[::-1]
+    for y, row in zip(positions, rows):
+        ax.barh(y, row["value"], color=colours(names.index(row["ratio"]) % colours.N), label=row["ratio"])
+        if row["target"] is not None:
+            ax.plot(row["target"], y, marker="|", color="red", markersize=12, markeredgewidth=2)
+    ax.set_yticks(positions, [row["measurement"] for row in rows], fontsize=7)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("ratio (log scale; 1 = as costly as the baseline; red tick = target)")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -45,12 +45,12 @@ def check_length(n_tokens: int, max_positions: int) -> None:
         )
 
 
-def encode(tokenizer, texts, max_positions: int, device="cpu", text_pairs=None) -> Batch:
-    """Tokenize a batch, right-padded, after checking it fits the model."""
+def encode(tokenizer, texts, max_positions: int, device="cpu", text_pairs=None, padding_side="right") -> Batch:
+    """Tokenize a batch, padded (on the right unless told), after checking it fits the model."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if isinstance(text_pairs, str):
         text_pairs = [text_pairs]
-    enc = tokenizer(texts, text_pairs, padding=True, return_tensors="pt", return_token_type_ids=True)
+    enc = tokenizer(texts, text_pairs, padding=True, padding_side=padding_side, return_tensors="pt", return_token_type_ids=True)
     check_length(enc["input_ids"].shape[1], max_positions)
     return Batch(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).to(device)
 

@@ -43,16 +43,25 @@ class ModelUnderTest:
     def is_default(self) -> bool:
         return self.source == "bundled default"
 
-    def encode(self, texts, text_pairs=None) -> Batch:
-        """Tokenize, right-pad and move to the model's device, after the length check."""
-        return encode(self.tokenizer, texts, self.config.max_position_embeddings, self.device, text_pairs)
+    def encode(self, texts, text_pairs=None, padding_side="right") -> Batch:
+        """Tokenize, pad (right unless told) and move to the model's device, after the length check."""
+        return encode(self.tokenizer, texts, self.config.max_position_embeddings, self.device, text_pairs, padding_side)
 
     def tokens(self, batch: Batch, row: int = 0) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(batch.input_ids[row].tolist())
 
+    def last_hidden(self, batch: Batch, **extra) -> torch.Tensor:
+        return last_hidden_state(self.model, batch, **extra)
+
     def trace(self, batch: Batch, keep_tensors: bool = True, **extra):
         """(trace, output) of one eval-mode forward pass on ``batch``."""
         return trace_forward(self.model, keep_tensors=keep_tensors, **batch.as_kwargs(), **extra)
+
+
+def last_hidden_state(model, batch: Batch, **extra) -> torch.Tensor:
+    """The encoder's output (B, T, hidden) for one eval-mode pass; ``extra`` overrides batch inputs."""
+    with torch.no_grad():
+        return model.bert(**{**batch.as_kwargs(), **extra}).last_hidden_state
 
 
 def check_folder(path) -> Path:

@@ -21,6 +21,7 @@ Public API:
     from_state_dict(state_dict, config) -> ReferenceBertForMaskedLM
     from_model(hf_model) -> ReferenceBertForMaskedLM
     additive_mask(attention_mask, dtype) -> (B, 1, 1, T) additive bias
+    token_nll(logits, labels) -> (B, T) per-position negative log-likelihood
     mlm_loss(logits, labels) -> scalar
     ReferenceBertForMaskedLM(config)(input_ids, attention_mask=None,
         token_type_ids=None, position_ids=None, labels=None) -> ReferenceMaskedLMOutput
@@ -114,17 +115,23 @@ def additive_mask(attention_mask, dtype):
     return (1.0 - keep) * torch.finfo(dtype).min  # (B, 1, 1, T)
 
 
+def token_nll(logits, labels):
+    """(B, T) negative log-likelihood of each position's label; 0.0 where the label is -100."""
+    logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
+    labelled = labels != IGNORE_INDEX  # (B, T)
+    index = labels.masked_fill(~labelled, 0)  # gather needs a valid index even where ignored
+    nll = -logp.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return nll.masked_fill(~labelled, 0.0)  # (B, T)
+
+
 def mlm_loss(logits, labels):
     """Mean negative log-likelihood of `labels` over positions whose label != -100.
 
     This is CrossEntropyLoss(ignore_index=-100) written out. With no labelled
     position it is 0 / 0 = NaN, exactly like torch.
     """
-    logp = F.log_softmax(logits, dim=-1)  # (B, T, V)
     labelled = labels != IGNORE_INDEX  # (B, T)
-    index = labels.masked_fill(~labelled, 0)  # gather needs a valid index even where ignored
-    nll = -logp.gather(-1, index.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    return nll[labelled].sum() / labelled.sum()  # () mean over the labelled positions only
+    return token_nll(logits, labels)[labelled].sum() / labelled.sum()  # () mean over the labelled positions only
 
 
 class Embeddings(nn.Module):

@@ -10,11 +10,12 @@ import pytest
 import torch
 import transformers
 
-from bertspec import masks
+from bertspec import counterfeits, masks
 from bertspec.figures import mask_path_figure
 from bertspec.inputs import SENTENCE, SHORT_SENTENCE, pad_right
 from bertspec.modes import dropout_disabled, training
 from bertspec.reference import additive_mask
+from bertspec.report import Evidence
 from bertspec.tolerances import TOL
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
@@ -48,11 +49,6 @@ def unpadded_batch(bert):
 def padded_keys(batch) -> torch.Tensor:
     """(B, T) booleans: True where the key is a [PAD] position."""
     return batch.attention_mask.cpu() == 0
-
-
-def last_hidden(bert, batch, **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return bert.model.bert(**{**batch.as_kwargs(), **kwargs}).last_hidden_state
 
 
 def kernel_tolerance(bert) -> dict:
@@ -192,12 +188,12 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     """
     batch = unpadded_batch(bert)
     b, t = batch.input_ids.shape
-    all_ones = last_hidden(bert, batch)
+    all_ones = bert.last_hidden(batch)
     with masks.layer_mask_replaced(bert.model, lambda _: None):
-        no_mask = last_hidden(bert, batch)
+        no_mask = bert.last_hidden(batch)
     zeros = torch.zeros(b, 1, t, t, device=batch.input_ids.device)
     with masks.layer_mask_replaced(bert.model, lambda _: zeros):
-        all_zero = last_hidden(bert, batch)
+        all_zero = bert.last_hidden(batch)
     evidence.table("max |difference| of the last hidden state", ["pair", "max abs diff"],
                    [("no mask vs all-ones 2D", (no_mask - all_ones).abs().max()),
                     ("all-zero 4D vs all-ones 2D", (all_zero - all_ones).abs().max())])
@@ -293,7 +289,7 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
     batch = padded_batch(bert)
     pad = padded_keys(batch).to(batch.input_ids.device)
     other = type(batch)(batch.input_ids.masked_fill(pad, bert.tokenizer.unk_token_id), batch.attention_mask, batch.token_type_ids)
-    with_pad, with_unk = last_hidden(bert, batch), last_hidden(bert, other)
+    with_pad, with_unk = bert.last_hidden(batch), bert.last_hidden(other)
     real = ~pad
     evidence.table("padded slots filled with [PAD] vs [UNK]", ["positions", "max |diff|"],
                    [("real tokens", (with_pad[real] - with_unk[real]).abs().max()),
@@ -340,12 +336,12 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     """
     batch = padded_batch(bert)
     real = batch.attention_mask.bool()
-    eval_out = last_hidden(bert, batch)
+    eval_out = bert.last_hidden(batch)
     torch.manual_seed(0)
     with training(bert.model):
-        train_out = last_hidden(bert, batch)
+        train_out = bert.last_hidden(batch)
         with dropout_disabled(bert.model):
-            train_no_dropout = last_hidden(bert, batch)
+            train_no_dropout = bert.last_hidden(batch)
     p = (bert.config.hidden_dropout_prob, bert.config.attention_probs_dropout_prob)
     evidence.table("max |train - eval| on real tokens", ["dropout", "max abs diff"],
                    [(f"hidden {p[0]}, attention {p[1]}", (train_out - eval_out)[real].abs().max()),
@@ -518,11 +514,7 @@ def test_the_mask_claims_fail_on_a_model_that_drops_the_mask_before_attention(be
     原因：伪造模型就是被测模型加一个 pre-hook，让每个 self-attention 收到 None 而不是 mask（模拟 mask 传递的 bug）。
     列出的每条断言都必须抛出 AssertionError；在这里仍然通过的断言对 mask 没有证明力。
     """
-    from bertspec.report import Evidence
-
-    arguments = {"bert": bert, "mlm": bert, "evidence": Evidence()}
-    needed = {name: arguments[name] for name in claim.__code__.co_varnames[: claim.__code__.co_argcount]}
-    if "mlm" in needed and not bert.has_mlm_head:
+    if "mlm" in claim.__code__.co_varnames and not bert.has_mlm_head:
         pytest.skip("the claim needs an MLM head")
-    with masks.layer_mask_replaced(bert.model, lambda _: None), pytest.raises(AssertionError):
-        claim(**needed)
+    with counterfeits.mask_dropped(bert) as counterfeit, pytest.raises(AssertionError):
+        counterfeits.call_claim(claim, bert=counterfeit, mlm=counterfeit, evidence=Evidence())

@@ -1,0 +1,780 @@
+"""Chapter P4 — scenarios, boundaries and numerical stability: sentence pairs,
+batches of different lengths, several [MASK] tokens, special tokens, degenerate
+inputs, half precision, and train vs eval.
+
+Every claim on a model runs on each chosen attention implementation (the
+``bert`` fixture), except the dtype claims, which need eager and sdpa side by
+side: the ``implementations`` fixture loads both, and ``in_dtype`` casts copies
+of them to float16 and bfloat16 (never the shared models).
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+import transformers
+
+from bertspec import loading, masks
+from bertspec.loading import last_hidden_state
+from bertspec.counterfeits import call_claim, mask_value, positions_counted_from_one, token_types_ignored
+from bertspec.figures import heatmap
+from bertspec.inputs import PAIR, SENTENCE, SHORT_SENTENCE, Batch, encode
+from bertspec.modes import training
+from bertspec.report import Evidence
+from bertspec.tolerances import TOL
+from bertspec.trace import trace_forward
+
+TWO_MASKS = "北京是中国的[MASK][MASK]。"
+TWO_MASKS_TRUTH = ("首", "都")
+# CJK Extension B: split into single characters like any Chinese text, and rare enough to be
+# in no Chinese BERT vocabulary we know (the claim checks the one under test).
+UNKNOWN_CHARACTERS = (chr(0x20000), chr(0x20001))
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+EAGER_VS_SDPA = {"float32": "float32_kernels", "float16": "eager_vs_sdpa_float16", "bfloat16": "eager_vs_sdpa_bfloat16"}
+
+
+def beyond(actual, expected, tolerance: dict) -> bool:
+    """True when the two differ by more than the tolerance allows somewhere."""
+    return not torch.allclose(actual, expected, **tolerance)
+
+
+def counted_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count real tokens only: cumsum(mask) - 1, padding clipped to 0."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def positions_of(batch: Batch, token_id: int, row: int = 0) -> list[int]:
+    return (batch.input_ids[row] == token_id).nonzero().flatten().tolist()
+
+
+def label(tokenizer, token_id: int) -> str:
+    """A token for the evidence; ids beyond the tokenizer's vocabulary (a bigger random model) by number."""
+    return tokenizer.convert_ids_to_tokens(token_id) or f"id {token_id}"
+
+
+def stacked(trace, quantity: str = "probs") -> torch.Tensor:
+    """(L, B, H, T, T): one attention quantity ("probs", "scores", "scores+mask") of every layer."""
+    return torch.stack([trace.tensor(step.name).cpu() for step in trace.all(quantity)])
+
+
+def received_by_key(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """(n, L, H, T): from a stacked (L, B, H, T, T) quantity, what every query has at the keys where ``where`` (B, T) is True."""
+    return values.permute(1, 4, 0, 2, 3)[where.cpu()]
+
+
+# ---- P4.1a single sentence vs sentence pair ----
+
+def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_1(bert, evidence):
+    """A sentence pair is encoded as [CLS] A [SEP] B [SEP], token type 0 up to the first [SEP] and 1 after it; the mask rule is unchanged.
+
+    The tokenizer opens with [CLS], closes each segment with [SEP] and marks
+    segment B (with its closing [SEP]) by token type 1; one sentence is all type
+    0. attention_mask still says only "real token or [PAD]": every layer may
+    attend across the segment boundary, and padding after a shorter pair is
+    hidden exactly as after a single sentence.
+
+    Claim ID: P4.1a
+    中文：句子对被编码为 [CLS] A [SEP] B [SEP]，第一个 [SEP] 及之前的 token 类型为 0，之后为 1；mask 规则不变。
+    原因：分词器以 [CLS] 开头，用 [SEP] 结束每个片段，并把片段 B（含结尾的 [SEP]）标记为类型 1；单句全部为类型 0。
+    attention_mask 仍只区分"真实 token 或 [PAD]"：各层可以跨片段关注，较短句子对之后的 padding 与单句时一样被屏蔽。
+    """
+    tok = bert.tokenizer
+    batch = bert.encode([PAIR[0], SHORT_SENTENCE], text_pairs=[PAIR[1], SHORT_SENTENCE])
+    single = bert.encode(PAIR[0])
+    a, b = tok.tokenize(PAIR[0]), tok.tokenize(PAIR[1])
+    tokens = bert.tokens(batch)
+    types, am = batch.token_type_ids.cpu(), batch.attention_mask.cpu()
+    evidence.table("row 0: a pair", ["position", "token", "token_type_ids", "attention_mask"],
+                   [(j, tokens[j], int(types[0, j]), int(am[0, j])) for j in range(len(tokens))])
+    evidence.table("row 1: a shorter pair, padded", ["position", "token", "token_type_ids", "attention_mask"],
+                   [(j, t, int(types[1, j]), int(am[1, j])) for j, t in enumerate(bert.tokens(batch, 1))])
+    assert tokens == ["[CLS]", *a, "[SEP]", *b, "[SEP]"]
+    assert not bool(am[1].all()), "the shorter pair is padded"
+    for row in range(2):
+        first_sep, last_sep = positions_of(batch, tok.sep_token_id, row)
+        segment_b = (torch.arange(types.shape[1]) > first_sep) & (torch.arange(types.shape[1]) <= last_sep)
+        assert torch.equal(types[row], segment_b.long()), f"row {row}: type 1 exactly from after the first [SEP] to the last"
+    assert not bool(single.token_type_ids.any()), "one sentence is all type 0"
+    trace, _ = bert.trace(batch)
+    n, t = batch.input_ids.shape
+    assert torch.equal(masks.allowed(trace.all("attention_mask")[0].tensor, n, t), am.bool()[:, None, :].expand(n, t, t))
+    first_sep = positions_of(batch, tok.sep_token_id)[0]
+    b_to_a = stacked(trace)[:, 0, :, first_sep + 1:, :first_sep + 1]
+    assert bool((b_to_a > 0).all()), "segment B's queries attend to segment A"
+
+
+def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(bert, evidence):
+    """The embeddings add token_type_embeddings row 0 at segment A and row 1 at segment B, on top of word and position embeddings.
+
+    BertEmbeddings sums (word + token type) + position, then applies LayerNorm.
+    The segment is all the model knows of the pair structure besides [SEP]: the
+    test derives each position's segment from the [SEP] positions, and checks
+    that the traced token-type rows are exactly those rows of the table and
+    that the LayerNorm input is exactly the sum. A single sentence gets row 0
+    everywhere, which is not "nothing": row 0 is a learned vector.
+
+    Claim ID: P4.1a
+    中文：嵌入层在片段 A 加 token_type_embeddings 的第 0 行，在片段 B 加第 1 行，再加上词嵌入与位置嵌入。
+    原因：BertEmbeddings 计算 (词 + token 类型) + 位置，然后做 LayerNorm。除 [SEP] 外，片段信息是模型对句子对结构的唯一了解：
+    测试根据 [SEP] 位置推出每个位置所属片段，检查 trace 到的类型嵌入恰好是表中对应行，LayerNorm 的输入恰好是三者之和。
+    单句各处都加第 0 行，这不是"什么都不加"：第 0 行也是学到的向量。
+    """
+    batch = bert.encode(PAIR[0], text_pairs=PAIR[1])
+    trace, _ = bert.trace(batch)
+    table = bert.model.bert.embeddings.token_type_embeddings.weight.detach()
+    first_sep = positions_of(batch, bert.tokenizer.sep_token_id)[0]
+    segment = (torch.arange(batch.input_ids.shape[1], device=table.device) > first_sep).long()
+    added = trace.tensor("bert.embeddings.token_type_embeddings")[0]
+    parts = [trace.tensor(f"bert.embeddings.{name}") for name in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
+    evidence.table("token_type_embeddings", ["row", "used at positions", "norm"],
+                   [(r, (segment == r).nonzero().flatten().tolist(), table[r].norm()) for r in range(2)])
+    evidence.table("segment B minus segment A rows", ["max |row 1 - row 0|"], [((table[1] - table[0]).abs().max(),)])
+    assert torch.equal(added, table[segment])
+    assert torch.equal(trace.tensor("bert.embeddings.LayerNorm:input"), (parts[0] + parts[1]) + parts[2])
+
+
+# ---- P4.1b different lengths in one batch ----
+
+def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evidence):
+    """A real token's output in a right-padded batch equals its output when its sentence runs alone.
+
+    [PAD] keys get probability exactly 0 (the figure: the padded columns of the
+    shorter row are 0.0), so padding adds nothing to any real token. The
+    outputs are equal within the float32 kernel tolerance, not bit for bit: the
+    batch's matrices are longer and wider, so BLAS splits its sums differently
+    and sdpa may pick another kernel (observed: about 1e-6 on the bundled
+    model, 3e-6 on a 12-layer model).
+
+    Claim ID: P4.1b
+    中文：右侧 padding 的 batch 中，真实 token 的输出与其句子单独运行时相同。
+    原因：[PAD] key 的概率严格为 0（见图：较短一行的 padding 列为 0.0），padding 对真实 token 没有贡献。
+    输出在 float32 内核容差内相同而非逐位相同：batch 的矩阵更长更宽，BLAS 的求和分块不同，sdpa 也可能选用别的内核
+    （实测自带模型约 1e-6，12 层模型约 3e-6）。
+    """
+    texts = [SENTENCE, SHORT_SENTENCE]
+    batch = bert.encode(texts)
+    trace, _ = bert.trace(batch)
+    together = trace.tensor(f"bert.encoder.layer.{bert.config.num_hidden_layers - 1}.output.LayerNorm")
+    pad = batch.attention_mask[1].cpu() == 0
+    probs = trace.tensor(trace.all("probs")[0].name)[1, 0].cpu()
+    evidence.figure("layer 0, head 0, row 1 (the shorter sentence)",
+                    heatmap(probs, f"{bert.attn_implementation}: [PAD] key columns {pad.nonzero().flatten().tolist()} are 0.0"))
+    evidence.table("row 1, layer 0: probability received by each key (summed over queries and heads)",
+                   ["key position", "[PAD]", "sum"],
+                   [(j, bool(pad[j]), trace.tensor(trace.all("probs")[0].name)[1, :, :, j].sum()) for j in range(len(pad))])
+    assert bool(pad.any()) and bool((probs[:, pad] == 0).all())
+    rows = []
+    for r, text in enumerate(texts):
+        alone = last_hidden_state(bert.model, bert.encode(text))[0]
+        in_batch = together[r, :alone.shape[0]]
+        rows.append((r, text, alone.shape[0], batch.input_ids.shape[1], (in_batch - alone).abs().max()))
+        torch.testing.assert_close(in_batch, alone, **TOL["float32_kernels"])
+    evidence.table("last hidden state, real tokens: in the batch vs alone",
+                   ["row", "text", "real tokens", "batch length", "max |diff|"], rows)
+
+
+def test_left_padding_shifts_positions_unless_position_ids_count_only_real_tokens(bert, evidence):
+    """Left padding changes the real tokens' outputs unless position_ids = cumsum(mask) - 1 are passed.
+
+    Without position_ids BERT uses 0..T-1 for every row, so in a left-padded
+    row the first real token ([CLS]) sits at position n_pad instead of 0, and
+    every real token gets another position embedding: outputs change by O(1).
+    Passing position ids that count only real tokens (cumsum(mask) - 1, the
+    padding clipped to 0) gives the real tokens their unpadded positions back,
+    and the outputs equal the sentence alone within the float32 kernel tolerance.
+    Right padding needs none of this: real tokens come first.
+
+    Claim ID: P4.1b
+    中文：左侧 padding 会改变真实 token 的输出，除非传入 position_ids = cumsum(mask) - 1。
+    原因：不传 position_ids 时 BERT 对每行都用 0..T-1，左侧 padding 的行中第一个真实 token（[CLS]）位于 n_pad 而不是 0，
+    每个真实 token 的位置嵌入都变了，输出变化是 O(1) 量级。传入只数真实 token 的位置（cumsum(mask) - 1，padding 截为 0），
+    真实 token 恢复原来的位置，输出在 float32 内核容差内等于单独运行的结果。右侧 padding 不需要这样做：真实 token 在前。
+    """
+    batch = bert.encode([SENTENCE, SHORT_SENTENCE], padding_side="left")
+    alone = last_hidden_state(bert.model, bert.encode(SHORT_SENTENCE))[0]
+    n = alone.shape[0]
+    positions = counted_positions(batch.attention_mask)
+    default = last_hidden_state(bert.model, batch)[1, -n:]
+    counted = last_hidden_state(bert.model, batch, position_ids=positions)[1, -n:]
+    t = batch.input_ids.shape[1]
+    evidence.table("row 1, left-padded", ["position", "token", "attention_mask", "default position id", "cumsum(mask) - 1, clipped"],
+                   [(j, bert.tokens(batch, 1)[j], int(batch.attention_mask[1, j]), j, int(positions[1, j])) for j in range(t)])
+    evidence.table("real tokens of row 1 vs the sentence alone", ["position_ids", "max |diff|"],
+                   [("not passed (0..T-1)", (default - alone).abs().max()), ("cumsum(mask) - 1", (counted - alone).abs().max())])
+    assert int(batch.attention_mask[1, 0]) == 0, "the shorter row is padded on the left"
+    assert beyond(default, alone, TOL["float32_kernels"]), "left padding without position_ids should shift the outputs"
+    torch.testing.assert_close(counted, alone, **TOL["float32_kernels"])
+
+
+# ---- P4.1c several [MASK] tokens ----
+
+def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(mlm, evidence):
+    """Two [MASK]s get their logits from one pass, and filling either one with its true token changes the other's logits.
+
+    BERT predicts every position in one forward pass; there is no left-to-right
+    order. At that pass each [MASK] sees the other only as [MASK]: giving one
+    its answer changes the other's logits, so the one-pass logits were computed
+    without it. That holds in both directions — the earlier [MASK] depends on
+    the later one too — so the one-pass result is what each [MASK] gets when it
+    is filled first, whichever order a sequential fill would take, while a
+    sequential fill's second step sees different logits.
+
+    Claim ID: P4.1c
+    中文：两个 [MASK] 的 logits 来自同一次前向传播；把其中任一个换成正确答案，另一个的 logits 就会改变。
+    原因：BERT 一次前向传播预测所有位置，没有从左到右的顺序。这次传播中每个 [MASK] 看到的另一个只是 [MASK]：
+    给出其中一个的答案会改变另一个的 logits，说明一次传播的 logits 没有用到答案。两个方向都成立（前一个也依赖后一个），
+    所以一次传播的结果就是每个 [MASK] 在按任意顺序逐个填充时"先被填"的结果，而逐个填充的第二步看到的 logits 不同。
+    """
+    tok = mlm.tokenizer
+    batch = mlm.encode(TWO_MASKS)
+    where = positions_of(batch, tok.mask_token_id)
+    truth = tok.convert_tokens_to_ids(list(TWO_MASKS_TRUTH))
+
+    def logits(input_ids):
+        with torch.no_grad():
+            return mlm.model(input_ids=input_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids).logits[0]
+
+    one_pass = logits(batch.input_ids)
+    rows = []
+    for filled, other in ((0, 1), (1, 0)):
+        ids = batch.input_ids.clone()
+        ids[0, where[filled]] = truth[filled]
+        after = logits(ids)[where[other]]
+        rows.append((f"{where[filled]} ← {TWO_MASKS_TRUTH[filled]}", where[other], label(tok, int(one_pass[where[other]].argmax())),
+                     label(tok, int(after.argmax())), (after - one_pass[where[other]]).abs().max()))
+        assert beyond(after, one_pass[where[other]], TOL["float32_kernels"]), f"[MASK] at {where[other]} ignored the answer"
+    evidence.table(TWO_MASKS, ["filled position ← true token", "other [MASK]", "one-pass argmax", "argmax after filling",
+                               "max |Δ logits|"], rows)
+    assert len(where) == 2 and one_pass.shape == (batch.input_ids.shape[1], mlm.config.vocab_size)
+    assert bool(torch.isfinite(one_pass[where]).all())
+
+
+# ---- P4.1d special tokens ----
+
+def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero(bert, evidence):
+    """[CLS] opens every row and [SEP] closes its real tokens; both are ordinary attended keys, and only [PAD] keys get exactly 0.
+
+    Nothing in attention treats ids 101 or 102 specially: their attention_mask
+    is 1, so every query (padded queries too) gives them a positive
+    probability. [PAD] (id 0) follows the last [SEP] with attention_mask 0 and
+    receives exactly 0 from every query, layer and head.
+
+    Claim ID: P4.1d
+    中文：[CLS] 位于每行开头，[SEP] 结束真实 token；二者都是被正常关注的 key，只有 [PAD] key 的概率严格为 0。
+    原因：attention 中没有对 id 101 或 102 的特殊处理：它们的 attention_mask 为 1，每个 query（包括 padding 位置的 query）
+    都给它们正的概率。[PAD]（id 0）位于最后一个 [SEP] 之后，attention_mask 为 0，从每个 query、每层、每个头得到的概率都严格为 0。
+    """
+    tok = bert.tokenizer
+    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    ids, am = batch.input_ids.cpu(), batch.attention_mask.cpu()
+    lengths = am.sum(1).tolist()
+    probs = stacked(bert.trace(batch)[0])
+    rows = []
+    for name, token_id in (("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id), ("[PAD]", tok.pad_token_id)):
+        got = received_by_key(probs, ids == token_id)
+        rows.append((name, token_id, [positions_of(batch, token_id, r) for r in range(2)], got.min(), got.max()))
+    evidence.table("probability received as a key (all layers, heads, queries)",
+                   ["token", "id", "positions per row", "min", "max"], rows)
+    for r, n in enumerate(lengths):
+        assert ids[r, 0] == tok.cls_token_id and ids[r, n - 1] == tok.sep_token_id
+        assert bool((ids[r, n:] == tok.pad_token_id).all())
+    assert bool((received_by_key(probs, ids == tok.cls_token_id) > 0).all())
+    assert bool((received_by_key(probs, ids == tok.sep_token_id) > 0).all())
+    at_pad = received_by_key(probs, ids == tok.pad_token_id)
+    assert at_pad.numel() > 0 and torch.equal(at_pad, torch.zeros_like(at_pad))
+
+
+def test_the_mlm_collator_never_labels_cls_sep_or_pad_so_the_loss_never_sees_them(tokenizer, evidence):
+    """transformers' MLM data collator leaves [CLS], [SEP] and [PAD] out of the labels (-100), even when it masks every other token.
+
+    The loss itself does not know special tokens: CrossEntropyLoss skips a
+    position only when its label is -100 (chapter P3). It is the data
+    pipeline — DataCollatorForLanguageModeling, through the tokenizer's
+    special_tokens_mask and the padding — that never picks them for
+    prediction. With mlm_probability = 1.0 every other token is labelled with
+    its own id, so the rule is visible without randomness.
+
+    Claim ID: P4.1d
+    中文：transformers 的 MLM 数据整理器不给 [CLS]、[SEP]、[PAD] 打标签（-100），即使其他每个 token 都被选中。
+    原因：损失函数本身不认识特殊 token：CrossEntropyLoss 只跳过 label 为 -100 的位置（见 P3 章）。
+    是数据管道——DataCollatorForLanguageModeling 借助分词器的 special_tokens_mask 与 padding——从不选它们做预测。
+    mlm_probability = 1.0 时其他 token 都以自身 id 为 label，规则一目了然，不受随机性影响。
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    enc = tokenizer([PAIR[0], SHORT_SENTENCE])
+    features = [{key: enc[key][i] for key in enc} for i in range(2)]
+    with torch.random.fork_rng():  # the collator draws from the global generator; other claims' seeds stay untouched
+        out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=1.0)(features)
+    labels = out["labels"]
+    original = torch.nn.utils.rnn.pad_sequence([torch.tensor(f["input_ids"]) for f in features], batch_first=True,
+                                               padding_value=tokenizer.pad_token_id)
+    special = torch.isin(original, torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]))
+    evidence.table("row 1 (padded)", ["position", "token", "label"],
+                   [(j, tokenizer.convert_ids_to_tokens(int(i)), int(lab)) for j, (i, lab) in enumerate(zip(original[1], labels[1]))])
+    assert bool(special.any())
+    assert bool((labels[special] == -100).all())
+    assert torch.equal(labels[~special], original[~special])
+
+
+def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding(bert, evidence):
+    """padding_idx keeps the [PAD] embedding row out of training, it does not make it zero; the attention mask is what hides padding.
+
+    nn.Embedding(padding_idx=0) gives row 0 no gradient from the lookup, so
+    training never changes it; it is zeroed only at initialisation, and a
+    saved checkpoint may hold anything there (the evidence shows what this one
+    holds). Real tokens never see it anyway: replacing the [PAD] row's vector by
+    a large random one changes the padded positions' own outputs but leaves
+    every real token's output unchanged, because [PAD] keys get probability 0.
+
+    Claim ID: P4.1d
+    中文：padding_idx 让 [PAD] 的嵌入行不参与训练，但不保证它为零；真正屏蔽 padding 的是 attention mask。
+    原因：nn.Embedding(padding_idx=0) 在查表时不给第 0 行梯度，训练不会改变它；它只在初始化时被置零，
+    保存的 checkpoint 中可以是任何值（证据中列出本模型的值）。真实 token 本来就看不到它：把 [PAD] 行换成一个很大的随机向量，
+    padding 位置自身的输出会变，但每个真实 token 的输出不变，因为 [PAD] key 的概率为 0。
+    """
+    words = bert.model.bert.embeddings.word_embeddings
+    pad_id = bert.tokenizer.pad_token_id
+    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    pad = batch.attention_mask == 0
+    lookup = copy.deepcopy(words)  # a copy: the gradient must not touch the shared model
+    lookup(batch.input_ids).sum().backward()
+    used = batch.input_ids[~pad].unique()
+    stranger = torch.randn(words.embedding_dim, generator=torch.Generator().manual_seed(0)).to(words.weight) * 10
+
+    def replace_pad_row(module, args, output):
+        return torch.where((args[0] == pad_id)[..., None], stranger, output)
+
+    original = last_hidden_state(bert.model, batch)
+    handle = words.register_forward_hook(replace_pad_row)
+    try:
+        replaced = last_hidden_state(bert.model, batch)
+    finally:
+        handle.remove()
+    row = words.weight[pad_id].detach()
+    evidence.table("the [PAD] row in this checkpoint", ["padding_idx", "config.pad_token_id", "max |row|", "row is zero"],
+                   [(words.padding_idx, bert.config.pad_token_id, row.abs().max(), bool((row == 0).all()))])
+    evidence.table("[PAD] row replaced by a random vector of norm ~" + f"{stranger.norm():.3g}", ["positions", "max |Δ last hidden|"],
+                   [("real tokens", (replaced - original)[~pad].abs().max()), ("padded", (replaced - original)[pad].abs().max())])
+    assert words.padding_idx == bert.config.pad_token_id == pad_id
+    assert torch.equal(lookup.weight.grad[pad_id], torch.zeros_like(row))
+    assert bool((lookup.weight.grad[used].abs().sum(-1) > 0).all())
+    torch.testing.assert_close(replaced[~pad], original[~pad], **TOL["exact"])
+    assert beyond(replaced[pad], original[pad], TOL["float32_kernels"]), "a padded position's output should depend on its embedding"
+
+
+# ---- P4.2c boundaries ----
+
+def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evidence):
+    """With every position padded the model still gives finite outputs: uniform attention under an additive mask, a zero context under a boolean one.
+
+    An additive mask puts finfo.min on every key of the row; score + finfo.min
+    rounds to finfo.min itself, so all entries are equal and softmax gives each
+    key exactly 1/T: the context is the mean of the values. This is why the mask
+    is finfo.min and not -inf: with -inf in its place eager attention computes
+    softmax of a row of -inf, 0/0, and every logit is NaN (checked). Where
+    transformers passes sdpa a boolean mask (5.x), torch's fused kernel returns
+    a zero context for a row with no allowed key (its documented reference
+    maths, filling -inf, would give NaN); the evidence shows that it does the
+    same with a -inf float mask. Either way no NaN reaches the logits.
+
+    Claim ID: P4.2c
+    中文：所有位置都是 padding 时模型仍给出有限输出：加性 mask 下注意力是均匀的，布尔 mask 下上下文为零。
+    原因：加性 mask 在该行每个 key 上加 finfo.min；score + finfo.min 舍入后就是 finfo.min，所有元素相等，softmax 给每个 key
+    严格的 1/T，上下文是 value 的平均。这就是 mask 用 finfo.min 而不用 -inf 的原因：换成 -inf 后 eager 对一整行 -inf 做 softmax
+    （0/0），所有 logits 都是 NaN（已检查）。transformers 5.x 给 sdpa 传布尔 mask 时，torch 的融合内核对没有可见 key 的行返回
+    零上下文（按其文档中的参考公式填 -inf 会得到 NaN）；证据显示它对 -inf 浮点 mask 也是如此。两种情况下 logits 中都没有 NaN。
+    """
+    encoded = bert.encode(SENTENCE)
+    batch = Batch(encoded.input_ids, torch.zeros_like(encoded.attention_mask), encoded.token_type_ids)
+    trace, output = bert.trace(batch)
+    t = batch.input_ids.shape[1]
+    received = trace.all("attention_mask")[0].tensor
+    boolean = received is not None and received.dtype == torch.bool
+    rows = []
+    for layer in range(bert.config.num_hidden_layers):
+        prefix = f"bert.encoder.layer.{layer}.attention.self"
+        context, values = trace.tensor(prefix), trace.tensor(f"{prefix}.value")
+        expected = torch.zeros_like(context) if boolean else values.mean(1, keepdim=True).expand_as(context)
+        rows.append((layer, (context - expected).abs().max()))
+        torch.testing.assert_close(context, expected, **(TOL["exact"] if boolean else TOL["float32_kernels"]))
+        if not boolean:
+            assert bool((trace.tensor(f"{prefix}:scores+mask") == torch.finfo(torch.float32).min).all())
+            probs = trace.tensor(f"{prefix}:probs")
+            assert torch.equal(probs, torch.full_like(probs, 1 / t)), "every key gets exactly 1/T"
+    with mask_value(bert, float("-inf")), torch.no_grad():
+        with_minus_inf = bert.model(**batch.as_kwargs()).logits
+    evidence.table("all padded", ["layer mask", "T", "expected context", "logits finite", "logits NaN with -inf for finfo.min"],
+                   [(masks.form(received, 1, t), t, "0 (fused kernel)" if boolean else "mean of V (probabilities 1/T)",
+                     bool(torch.isfinite(output.logits).all()), bool(torch.isnan(with_minus_inf).all()))])
+    evidence.table("attention output vs expected", ["layer", "max |diff|"], rows)
+    assert bool(torch.isfinite(output.logits).all())
+    if bert.attn_implementation == "eager":
+        assert bool(torch.isnan(with_minus_inf).all()), "a row of -inf should give NaN: softmax is 0/0"
+
+
+def test_calling_the_model_without_attention_mask_is_the_same_as_an_all_ones_mask(bert, evidence):
+    """Leaving attention_mask out gives bit-for-bit the outputs of an all-ones mask.
+
+    transformers fills a missing attention_mask with ones, so both calls build
+    the same layer mask (None, or the all-zero additive mask in 4.x eager) and
+    run the same arithmetic.
+
+    Claim ID: P4.2c
+    中文：不传 attention_mask 与传全 1 的 mask，输出逐位相同。
+    原因：transformers 会用全 1 填充缺失的 attention_mask，两种调用构造出相同的层 mask（None，或 4.x eager 中的全 0 加性 mask），
+    执行相同的运算。
+    """
+    batch = bert.encode(SENTENCE)
+    ones = last_hidden_state(bert.model, batch)
+    with torch.no_grad():
+        missing = bert.model.bert(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids).last_hidden_state
+    evidence.table("last hidden state", ["call", "max |diff| vs all ones"], [("no attention_mask", (missing - ones).abs().max())])
+    assert bool(batch.attention_mask.all())
+    torch.testing.assert_close(missing, ones, **TOL["exact"])
+
+
+def test_a_single_token_attends_to_itself_with_probability_exactly_one(bert, evidence):
+    """A one-token input ([CLS] alone) runs, and its only query gives its only key probability exactly 1.0 in every layer.
+
+    softmax over one entry is exp(0) / exp(0) = 1 exactly, so the attention
+    output is that token's own value vector. Nothing in BERT needs a second
+    token.
+
+    Claim ID: P4.2c
+    中文：只有一个 token（单独的 [CLS]）的输入也能运行，它唯一的 query 在每一层都给唯一的 key 严格为 1.0 的概率。
+    原因：只有一个元素的 softmax 是 exp(0)/exp(0) = 1，精确成立，因此注意力输出就是该 token 自己的 value 向量。BERT 不需要第二个 token。
+    """
+    ids = torch.tensor([[bert.tokenizer.cls_token_id]], device=bert.device)
+    batch = Batch(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    trace, output = bert.trace(batch)
+    probs = stacked(trace)
+    rows = []
+    for layer in range(bert.config.num_hidden_layers):
+        prefix = f"bert.encoder.layer.{layer}.attention.self"
+        context, value = trace.tensor(prefix), trace.tensor(f"{prefix}.value")
+        rows.append((layer, trace.tensor(f"{prefix}:probs").flatten().tolist(), (context - value).abs().max()))
+        torch.testing.assert_close(context, value, **TOL["exact"])
+    evidence.table("[CLS] alone", ["layer", "probability per head", "max |attention output - value|"], rows)
+    assert torch.equal(probs, torch.ones_like(probs))
+    assert output.logits.shape[:2] == (1, 1) and bool(torch.isfinite(output.logits).all())
+
+
+def test_an_empty_string_is_encoded_as_cls_sep_and_runs_like_any_input(bert, evidence):
+    """An empty string becomes [CLS] [SEP], two real tokens, and the model runs on it normally.
+
+    The tokenizer adds the special tokens whatever the text; the model sees a
+    two-token sequence with attention_mask 1, every attention row a proper
+    distribution over the two keys.
+
+    Claim ID: P4.2c
+    中文：空字符串被编码为 [CLS] [SEP] 两个真实 token，模型正常运行。
+    原因：无论文本是什么，分词器都会加上特殊 token；模型看到的是 attention_mask 为 1 的两个 token，每一行注意力都是两个 key 上的正常分布。
+    """
+    batch = bert.encode("")
+    trace, output = bert.trace(batch)
+    probs = stacked(trace)
+    evidence.table("encoded", ["tokens", "attention_mask", "logits shape", "min probability"],
+                   [(bert.tokens(batch), batch.attention_mask[0].tolist(), tuple(output.logits.shape), probs.min())])
+    assert bert.tokens(batch) == ["[CLS]", "[SEP]"] and bool(batch.attention_mask.all())
+    assert bool(torch.isfinite(output.logits).all()) and bool((probs > 0).all())
+    torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), **TOL["prob_sum"])
+
+
+def test_transformers_itself_fails_on_an_over_long_input_with_an_error_that_never_says_too_long(bert, evidence):
+    """Given more tokens than max_position_embeddings, transformers fails with a size or index error that never says "too long".
+
+    The position table has max_position_embeddings rows. Without position_ids
+    BERT slices its 0..max-1 buffer, which comes out shorter than the input, and
+    the next expand or addition fails on tensor sizes (a RuntimeError); with
+    explicit position ids the lookup itself fails, "index out of range" (an
+    IndexError). No message names the cause, which is why the toolkit counts
+    tokens first and says "too long" (chapter P1). The evidence lists the
+    messages of the installed version.
+
+    Claim ID: P4.2c
+    中文：token 数超过 max_position_embeddings 时，transformers 报的是尺寸或索引错误，从不说"too long"。
+    原因：位置嵌入表只有 max_position_embeddings 行。不传 position_ids 时 BERT 截取 0..max-1 的缓冲区，长度比输入短，
+    随后的 expand 或加法因张量尺寸不符而失败（RuntimeError）；显式传入位置时查表本身失败，报"index out of range"（IndexError）。
+    这些信息都没说出原因，所以工具包先数 token 并明确说"too long"（见 P1 章）。证据中列出所装版本的报错信息。
+    """
+    n = bert.config.max_position_embeddings + 1
+    enc = bert.tokenizer("字" * (n - 2), return_tensors="pt", return_token_type_ids=True).to(bert.device)
+    calls = {
+        "input_ids only": dict(input_ids=enc["input_ids"]),
+        "as tokenized (ids, mask, token types)": dict(enc),
+        "with position_ids 0..n-1": dict(enc, position_ids=torch.arange(n, device=bert.device)[None]),
+    }
+    rows = []
+    for call, kwargs in calls.items():
+        with pytest.raises((RuntimeError, IndexError)) as err, torch.no_grad():
+            bert.model(**kwargs)
+        rows.append((call, type(err.value).__name__, str(err.value).splitlines()[0][:160]))
+    evidence.table(f"{n} tokens, {n - 1} positions (transformers {transformers.__version__})", ["call", "error", "message"], rows)
+    assert enc["input_ids"].shape[1] == n
+    for call, _, message in rows:
+        assert "too long" not in message.lower() and "max_position" not in message, call
+
+
+def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, evidence):
+    """Characters the vocabulary lacks become [UNK] (id 100 in Chinese BERT), all the same one: the model cannot tell them apart, and attends to [UNK] like any token.
+
+    The tokenizer splits Chinese into characters and maps each unknown one to
+    [UNK], so two different unknown characters give identical input ids and
+    hence identical outputs; the original character cannot be recovered from
+    the ids. [UNK] has attention_mask 1 and is attended normally.
+
+    Claim ID: P4.2c
+    中文：词表中没有的字都变成同一个 [UNK]（中文 BERT 中 id 为 100）：模型无法区分它们，并像普通 token 一样关注 [UNK]。
+    原因：分词器把中文切成单字，把每个未知字映射为 [UNK]，所以两个不同的未知字得到完全相同的 input ids，因而输出也相同；
+    原来的字无法从 id 中恢复。[UNK] 的 attention_mask 为 1，正常被关注。
+    """
+    tok = bert.tokenizer
+    batch = bert.encode([f"北京{c}。" for c in UNKNOWN_CHARACTERS])
+    ids = batch.input_ids.cpu()
+    probs = stacked(bert.trace(batch)[0])
+    unknown = ids == tok.unk_token_id
+    evidence.table("two different unknown characters", ["character (code point)", "tokens", "ids"],
+                   [(f"U+{ord(c):X}", bert.tokens(batch, r), ids[r].tolist()) for r, c in enumerate(UNKNOWN_CHARACTERS)])
+    assert not any(c in tok.get_vocab() for c in UNKNOWN_CHARACTERS)
+    assert unknown.sum(1).tolist() == [1, 1]
+    assert torch.equal(ids[0], ids[1]), "two different unknown characters must give the same ids"
+    assert bool(batch.attention_mask.cpu()[unknown].all()) and bool((received_by_key(probs, unknown) > 0).all())
+
+
+# ---- P4.2d numerical stability ----
+
+@pytest.fixture(scope="module")
+def implementations(settings, tokenizer) -> dict:
+    """The model under test once per chosen attention implementation, float32, loaded for the dtype claims.
+
+    The shared ``bert`` fixture gives one implementation per test; comparing
+    eager with sdpa needs both in one test, so this chapter loads its own pair
+    through the same loader.
+    """
+    return {impl: loading.load(settings.model_path, impl, settings.device, tokenizer).model for impl in settings.attn_implementations}
+
+
+@pytest.fixture(scope="module", params=list(DTYPES))
+def in_dtype(request, implementations):
+    """(dtype name, {implementation: model}) in float32, float16 or bfloat16: half precision on deep copies only."""
+    dtype = DTYPES[request.param]
+    if dtype == torch.float32:
+        return request.param, implementations
+    return request.param, {impl: copy.deepcopy(model).to(dtype) for impl, model in implementations.items()}
+
+
+def dtype_batch(models, tokenizer) -> Batch:
+    model = next(iter(models.values()))
+    return encode(tokenizer, [SENTENCE, SHORT_SENTENCE], model.config.max_position_embeddings, model.device)
+
+
+def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exactly_zero(in_dtype, tokenizer, evidence):
+    """In float32, float16 and bfloat16 the layer's additive mask is finfo(dtype).min at padded keys, and they get probability exactly 0.
+
+    transformers builds the mask in the model's dtype: -3.4028e38 in float32,
+    -65504 in float16, -3.3895e38 in bfloat16 (or a boolean, for 5.x sdpa).
+    The score is absorbed (score + finfo.min rounds to finfo.min) or, in
+    float16 only, may overflow to -inf when the score is below -16; either way
+    exp underflows to exactly 0 next to the row's real keys. The evidence gives
+    the smallest real score seen, which decides whether float16 overflows.
+
+    Claim ID: P4.2d
+    中文：在 float32、float16、bfloat16 中，层的加性 mask 在 padding key 处都是 finfo(dtype).min，padding key 的概率严格为 0。
+    原因：transformers 按模型的 dtype 构造 mask：float32 为 -3.4028e38，float16 为 -65504，bfloat16 为 -3.3895e38
+    （5.x sdpa 为布尔 mask）。分数被吞掉（score + finfo.min 舍入为 finfo.min），或仅在 float16 中分数低于 -16 时溢出为 -inf；
+    两种情况下与该行真实 key 相比，exp 都下溢为精确的 0。证据给出最小的真实分数，它决定 float16 是否溢出。
+    """
+    name, models = in_dtype
+    dtype = DTYPES[name]
+    batch = dtype_batch(models, tokenizer)
+    pad = batch.attention_mask == 0
+    floor = torch.finfo(dtype).min
+    rows = []
+    for impl, model in models.items():
+        trace, _ = trace_forward(model, keep_tensors=True, **batch.as_kwargs())
+        received = trace.all("attention_mask")[0].tensor
+        probs, masked = (received_by_key(stacked(trace, quantity), pad) for quantity in ("probs", "scores+mask"))
+        rows.append((impl, masks.form(received, *pad.shape), floor, masked.unique().tolist(),
+                     received_by_key(stacked(trace, "scores"), ~pad).min(), probs.max()))
+        assert received is not None and received.dtype in (torch.bool, dtype), impl
+        if received.dtype != torch.bool:
+            assert set(received.unique().tolist()) == {0.0, floor}, impl
+        assert bool(((masked == floor) | (masked == float("-inf"))).all()), impl
+        assert torch.equal(probs, torch.zeros_like(probs)), impl
+    evidence.table(f"{name}: padded keys", ["implementation", "layer mask", "finfo.min", "scores + mask at [PAD]",
+                                            "smallest score at a real key", "largest probability at [PAD]"], rows)
+
+
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_a_fully_masked_row_is_uniform_under_finfo_min_but_nan_under_minus_infinity(dtype_name, evidence):
+    """A row whose keys are all masked gives uniform probabilities with finfo(dtype).min, and NaN with -inf, in every dtype.
+
+    score + finfo.min rounds to finfo.min for any ordinary score, so a fully
+    masked row holds T equal finite numbers and softmax gives each 1/T. With
+    -inf, softmax subtracts the row maximum, -inf - (-inf) = NaN, and the
+    whole row (and everything downstream) becomes NaN. The spec uses 4 keys, so
+    1/4 is exact in every dtype.
+
+    Claim ID: P4.2d
+    中文：在任何 dtype 中，一行全部被屏蔽时，用 finfo(dtype).min 得到均匀概率，用 -inf 得到 NaN。
+    原因：对任何普通分数，score + finfo.min 都舍入为 finfo.min，全屏蔽的行是 T 个相等的有限数，softmax 给每个 1/T。
+    用 -inf 时 softmax 要减去行最大值，-inf - (-inf) = NaN，整行（以及之后的一切）都变成 NaN。这里取 4 个 key，1/4 在各 dtype 中都精确。
+    """
+    dtype = DTYPES[dtype_name]
+    scores = torch.tensor([1.5, -3.0, 2.0, 0.25], dtype=dtype)
+    floor = torch.finfo(dtype).min
+    with_floor = torch.softmax(scores + floor, -1)
+    with_inf = torch.softmax(scores + float("-inf"), -1)
+    evidence.table(f"{dtype_name}, scores {scores.tolist()}", ["mask value", "scores + mask", "softmax"],
+                   [(floor, (scores + floor).tolist(), with_floor.tolist()),
+                    ("-inf", (scores + float("-inf")).tolist(), with_inf.tolist())])
+    assert torch.equal(scores + floor, torch.full_like(scores, floor)), "ordinary scores are absorbed by finfo.min"
+    assert torch.equal(with_floor, torch.full_like(with_floor, 0.25))
+    assert bool(torch.isnan(with_inf).all())
+
+
+def overflow_score(dtype) -> float:
+    """The score at which score + finfo.min rounds to -inf: half an ulp of finfo.min (ties go to the even neighbour, infinity)."""
+    info = torch.finfo(dtype)
+    ulp_at_max = info.eps * 2.0 ** math.floor(math.log2(info.max))
+    return -ulp_at_max / 2
+
+
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_score_plus_mask_overflows_to_minus_infinity_only_in_float16_at_ordinary_scores(dtype_name, evidence):
+    """score + finfo.min overflows to -inf once the score is below minus half an ulp of finfo.min: -16 in float16, out of reach in float32 and bfloat16.
+
+    float16's finfo.min is -65504 with an ulp of 32 there, so a score of -16 or
+    less rounds the sum past -65504 to -inf; float32 (ulp 2^104) and bfloat16
+    (ulp 2^120) would need scores around -1e31 and -7e35. The overflow is
+    harmless while the row keeps a finite key: softmax gives a -inf key exactly
+    0, the same as finfo.min would. Only a row of nothing but -inf is NaN (the
+    previous claim).
+
+    Claim ID: P4.2d
+    中文：当分数低于 finfo.min 处半个 ulp 的负值时，score + finfo.min 溢出为 -inf：float16 中是 -16，float32 与 bfloat16 中遥不可及。
+    原因：float16 的 finfo.min 为 -65504，该处 ulp 为 32，分数 ≤ -16 时和会舍入越过 -65504 成为 -inf；float32（ulp 2^104）与
+    bfloat16（ulp 2^120）需要约 -1e31 和 -7e35 的分数。只要该行还有有限的 key，溢出无害：softmax 给 -inf 的 key 精确的 0，
+    与 finfo.min 相同。只有整行都是 -inf 时才是 NaN（见上一条）。
+    """
+    dtype = DTYPES[dtype_name]
+    floor = torch.tensor(torch.finfo(dtype).min, dtype=dtype)
+    threshold = overflow_score(dtype)
+    absorbed = floor + torch.tensor(threshold / 2, dtype=dtype)
+    overflowed = floor + torch.tensor(threshold, dtype=dtype)
+    probs = torch.softmax(torch.stack([torch.tensor(0.0, dtype=dtype), overflowed]), -1)
+    evidence.table(dtype_name, ["finfo.min", "overflow at score ≤", "min + score/2", "min + score", "softmax([0, min + score])"],
+                   [(floor, threshold, absorbed, overflowed, probs.tolist())])
+    assert torch.equal(absorbed, floor)
+    assert overflowed.item() == float("-inf")
+    assert probs.tolist() == [1.0, 0.0]
+    if dtype == torch.float16:
+        assert threshold == -16.0
+
+
+def test_eager_and_sdpa_agree_within_the_tolerance_of_each_dtype(in_dtype, tokenizer, evidence):
+    """Eager and sdpa attention give the same last hidden state within each dtype's tolerance: float32, float16, bfloat16.
+
+    The two implementations compute the same maths with different kernels, so
+    they differ by rounding only; the tolerance grows with the dtype's eps (one
+    table, bertspec/tolerances.py, with the reasons). Every position is
+    compared, padded ones included: no row is fully masked here, so no kernel
+    is left undefined.
+
+    Claim ID: P4.2d
+    中文：eager 与 sdpa 的最后隐藏状态在每种 dtype 的容差内一致：float32、float16、bfloat16。
+    原因：两种实现用不同内核计算相同的数学，差别只来自舍入；容差随 dtype 的 eps 增大（集中在 bertspec/tolerances.py，附原因）。
+    比较所有位置（含 padding）：这里没有整行被屏蔽的情况，没有哪个内核的结果是未定义的。
+    """
+    name, models = in_dtype
+    if set(models) != set(loading.ATTN_IMPLEMENTATIONS):
+        pytest.skip("comparing eager with sdpa needs --attn-implementation all")
+    batch = dtype_batch(models, tokenizer)
+    eager, sdpa = (last_hidden_state(models[impl], batch) for impl in ("eager", "sdpa"))
+    tolerance = TOL[EAGER_VS_SDPA[name]]
+    diff, eps = (eager.float() - sdpa.float()).abs().max(), torch.finfo(DTYPES[name]).eps
+    evidence.table("eager vs sdpa, last hidden state", ["dtype", "eps", "max |diff|", "in eps", "tolerance (atol = rtol)"],
+                   [(name, eps, diff, diff / eps, f"{EAGER_VS_SDPA[name]}: {tolerance['atol']:.3g}")])
+    assert eager.dtype == sdpa.dtype == DTYPES[name]
+    torch.testing.assert_close(sdpa, eager, **tolerance)
+
+
+# ---- train vs eval ----
+
+def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(bert, evidence):
+    """Two eval passes are bit-identical; two train passes are identical under the same seed and differ under different seeds.
+
+    Eval mode has no randomness at all. In train mode the only random thing
+    is dropout, which draws from torch's generator: re-seeding reproduces the
+    same dropout masks bit for bit, another seed draws others (when the
+    config's dropout probabilities are above 0). That dropout is the only
+    difference from eval is chapter P2's claim.
+
+    Claim ID: P2.1c
+    中文：两次推理模式的前向传播逐位相同；训练模式下相同随机种子的两次结果相同，不同种子则不同。
+    原因：推理模式没有任何随机性。训练模式下唯一的随机来源是 dropout，它从 torch 的随机数生成器取数：重新设同一种子
+    会逐位复现相同的 dropout mask，换一个种子则得到不同的 mask（config 中 dropout 概率大于 0 时）。dropout 是与推理模式唯一
+    的区别，见 P2 章的断言。
+    """
+    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    real = batch.attention_mask.bool()
+
+    def train_pass(seed):
+        torch.manual_seed(seed)
+        with training(bert.model):
+            return last_hidden_state(bert.model, batch)
+
+    first, second = last_hidden_state(bert.model, batch), last_hidden_state(bert.model, batch)
+    with torch.random.fork_rng():
+        seeded, reseeded, other_seed = train_pass(0), train_pass(0), train_pass(1)
+    p = max(bert.config.hidden_dropout_prob, bert.config.attention_probs_dropout_prob)
+    evidence.table("last hidden state, real tokens", ["pair", "max |diff|"],
+                   [("eval vs eval", (first - second)[real].abs().max()),
+                    ("train seed 0 vs seed 0", (seeded - reseeded)[real].abs().max()),
+                    ("train seed 0 vs seed 1", (seeded - other_seed)[real].abs().max())])
+    assert torch.equal(first, second)
+    assert torch.equal(seeded, reseeded)
+    if p > 0:
+        assert beyond(seeded[real], other_seed[real], TOL["float32_kernels"]), "another seed should draw other dropout masks"
+
+
+# ---- meta: the claims fail on counterfeit models ----
+
+COUNTERFEITS = {
+    "positions counted from 1": (positions_counted_from_one, [
+        test_left_padding_shifts_positions_unless_position_ids_count_only_real_tokens,
+    ]),
+    "token types ignored": (token_types_ignored, [
+        test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b,
+    ]),
+    "mask value -1.0": (lambda bert: mask_value(bert, -1.0), [
+        test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch,
+        test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero,
+        test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding,
+    ]),
+}
+CASES = [(counterfeit, claim) for counterfeit, (_, claims) in COUNTERFEITS.items() for claim in claims]
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("counterfeit, claim", CASES,
+                         ids=[f"{c.replace(' ', '_')}-{f.__name__.removeprefix('test_')}" for c, f in CASES])
+def test_the_scenario_claims_fail_on_counterfeit_models(bert, counterfeit, claim):
+    """The chapter's key claims go red on counterfeit BERTs: positions counted from 1, token types ignored, a mask of -1.0.
+
+    Each counterfeit is the model under test with one mechanism broken by a
+    hook (bertspec/counterfeits.py): default position ids 1..T instead of
+    0..T-1; every token given type 0; every layer's mask adding -1.0 instead
+    of finfo.min at padded keys, too little to hide them. Each listed claim is
+    run against its counterfeit and must raise AssertionError.
+
+    Claim ID: P1.1
+    中文：本章的关键断言在伪造的 BERT 上都会失败：位置从 1 开始计数、忽略 token 类型、mask 值为 -1.0。
+    原因：每个伪造模型都是被测模型用 hook 破坏一个机制（bertspec/counterfeits.py）：默认位置为 1..T 而不是 0..T-1；
+    所有 token 的类型都为 0；每层 mask 在 padding key 处加 -1.0 而不是 finfo.min，不足以屏蔽。列出的每条断言都必须抛出 AssertionError。
+    """
+    make, _ = COUNTERFEITS[counterfeit]
+    with make(bert) as counterfeit_bert, pytest.raises(AssertionError):
+        call_claim(claim, bert=counterfeit_bert, mlm=counterfeit_bert, evidence=Evidence())
