@@ -15,7 +15,7 @@ from dataclasses import dataclass  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from bertspec import claims, loading  # noqa: E402
+from bertspec import claims, cost, loading  # noqa: E402
 from bertspec.report import STYLE, Evidence, claim_block  # noqa: E402
 from bertspec.snapshot import TensorSnapshotExtension  # noqa: E402
 
@@ -79,7 +79,22 @@ def tokenizer(settings):
 
 
 @pytest.fixture(scope="session")
-def bert(settings, tokenizer, attn_implementation) -> loading.ModelUnderTest:
+def model_cache(settings, tokenizer):
+    """Loads the model under test for an attention implementation, at most once per session."""
+    loaded = {}
+
+    def get(attn_implementation: str) -> loading.ModelUnderTest:
+        if attn_implementation not in loaded:
+            torch.manual_seed(SEED)
+            loaded[attn_implementation] = _or_exit(
+                lambda: loading.load(settings.model_path, attn_implementation, settings.device, tokenizer))
+        return loaded[attn_implementation]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bert(settings, model_cache, attn_implementation) -> loading.ModelUnderTest:
     """The model under test, loaded once per attention implementation, in eval mode.
 
     Default: the bundled Chinese BERT in fixtures/default-model, loaded through
@@ -91,8 +106,7 @@ def bert(settings, tokenizer, attn_implementation) -> loading.ModelUnderTest:
     """
     if attn_implementation not in settings.attn_implementations:
         pytest.skip(f"{attn_implementation} not chosen by --attn-implementation")
-    torch.manual_seed(SEED)
-    return _or_exit(lambda: loading.load(settings.model_path, attn_implementation, settings.device, tokenizer))
+    return model_cache(attn_implementation)
 
 
 @pytest.fixture
@@ -176,3 +190,11 @@ def pytest_html_results_table_html(report, data):
 
 def pytest_html_results_table_row(report, cells):
     cells.insert(1, f'<td class="col-claim">{html.escape(getattr(report, "claim_id", ""))}</td>')
+
+
+# ---- benchmarks (spec/test_p4_cost.py): ratios computed from each run's own timings ----
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Add every benchmark's ratios to the JSON that --benchmark-json / --benchmark-autosave write."""
+    cost.add_ratios(output_json)

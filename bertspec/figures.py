@@ -94,18 +94,23 @@ def ratio_figure(rows):
     """One horizontal bar per ratio of a benchmark run (log scale), coloured by what it compares; targets as red ticks."""
     names = list(dict.fromkeys(row["ratio"] for row in rows))
     colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    fig, ax = plt.subplots(figsize=(9, 0.22 * len(rows) + 1.5))
+    measured = [row["measurement"] for row in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.24 * len(rows) + 1.5))
     positions = np.arange(len(rows))[::-1]
     for y, row in zip(positions, rows):
         ax.barh(y, row["value"], color=colours(names.index(row["ratio"]) % colours.N), label=row["ratio"])
+        ax.text(row["value"], y, f" {row['value']:.3g}", va="center", fontsize=7)
         if row["target"] is not None:
-            ax.plot(row["target"], y, marker="|", color="red", markersize=12, markeredgewidth=2)
-    ax.set_yticks(positions, [row["measurement"] for row in rows], fontsize=7)
+            (bound,) = row["target"].values()
+            ax.plot(bound, y, marker="|", color="red", markersize=12, markeredgewidth=2)
+    # A measurement with several ratios (time and memory) is told apart by the ratio's name.
+    labels = [m if measured.count(m) == 1 else f"{m} ({row['ratio']})" for m, row in zip(measured, rows)]
+    ax.set_yticks(positions, labels, fontsize=7)
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_xlabel("ratio (log scale; 1 = as costly as the baseline; red tick = target)")
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    handles, legend_labels = ax.get_legend_handles_labels()
+    unique = dict(zip(legend_labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

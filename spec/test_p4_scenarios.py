@@ -546,14 +546,9 @@ def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, e
 # ---- P4.2d numerical stability ----
 
 @pytest.fixture(scope="module")
-def implementations(settings, tokenizer) -> dict:
-    """The model under test once per chosen attention implementation, float32, loaded for the dtype claims.
-
-    The shared ``bert`` fixture gives one implementation per test; comparing
-    eager with sdpa needs both in one test, so this chapter loads its own pair
-    through the same loader.
-    """
-    return {impl: loading.load(settings.model_path, impl, settings.device, tokenizer).model for impl in settings.attn_implementations}
+def implementations(settings, model_cache) -> dict:
+    """The model under test for every chosen attention implementation: comparing eager with sdpa needs both in one test."""
+    return {impl: model_cache(impl).model for impl in settings.attn_implementations}
 
 
 @pytest.fixture(scope="module", params=list(DTYPES))
