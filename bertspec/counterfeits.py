@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from bertspec import masks
 from bertspec.loading import ModelUnderTest
+from bertspec.report import Evidence
 
 
 @contextmanager
@@ -72,10 +73,27 @@ def loss_counting_ignored_positions(bert: ModelUnderTest):
         handle.remove()
 
 
+class Unread(Evidence):
+    """Evidence of a claim run on a counterfeit: nobody reads it, so figures are closed, not drawn."""
+
+    def figure(self, title, fig):
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def call_claim(claim, **arguments):
     """Call a claim function with those of ``arguments`` that it names (its fixtures and parameters)."""
     names = claim.__code__.co_varnames[: claim.__code__.co_argcount]
     return claim(**{name: arguments[name] for name in names})
+
+
+def assert_claim_fails(claim, counterfeit: ModelUnderTest, **parameters) -> None:
+    """Run a claim on a counterfeit model and require that it goes red (AssertionError)."""
+    import pytest
+
+    with pytest.raises(AssertionError):
+        call_claim(claim, bert=counterfeit, mlm=counterfeit, evidence=Unread(), **parameters)
 
 
 @contextmanager

@@ -17,7 +17,6 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,7 +28,6 @@ from bertspec.figures import loss_and_gradient_figure
 from bertspec.inputs import PAIR, SENTENCE, SHORT_SENTENCE
 from bertspec.modes import training
 from bertspec.reference import ACTIVATIONS, IGNORE_INDEX, additive_mask, from_model, mlm_loss, token_nll
-from bertspec.report import Evidence
 from bertspec.tolerances import TOL
 from bertspec.trace import MODEL_INPUTS
 
@@ -1012,17 +1010,6 @@ def test_a_seeded_collator_masks_reproducibly_and_seed_0_counts_as_a_seed_only_f
 
 # ---- meta: the claims fail on counterfeits ----
 
-class Unrendered(Evidence):
-    """Evidence nobody reads (a claim run on a counterfeit): figures are closed, not drawn."""
-
-    def figure(self, title, fig):
-        plt.close(fig)
-
-
-def run_on(claim, bert, **extra):
-    counterfeits.call_claim(claim, bert=bert, mlm=bert, evidence=Unrendered(), **extra)
-
-
 CATCH_AN_UNTIED_DECODER = [
     test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own,
     test_the_tied_matrix_receives_gradient_from_both_the_embedding_lookup_and_the_decoder,
@@ -1045,8 +1032,8 @@ def test_the_tying_claims_fail_on_a_model_whose_decoder_holds_a_copy_of_the_embe
     原因：伪造模型是被测模型的深拷贝，其 decoder 拥有自己的 Parameter，即词嵌入的克隆（完全相等，或加 1e-3 扰动）。
     完全相同的拷贝给出相同的 logits 与 loss，只有"是否同一对象"和梯度能区分：两条断言都必须抛出 AssertionError。
     """
-    with counterfeits.untied_decoder(mlm, perturbation) as counterfeit, pytest.raises(AssertionError):
-        run_on(claim, counterfeit)
+    with counterfeits.untied_decoder(mlm, perturbation) as counterfeit:
+        counterfeits.assert_claim_fails(claim, counterfeit)
 
 
 CATCH_A_MISSING_TRANSFORM = [
@@ -1072,8 +1059,8 @@ def test_the_head_claims_fail_on_a_head_without_its_transform(mlm, claim):
     原因：伪造模型是被测模型加一个 forward hook，让 transform 直接传出它的输入：decoder 直接对 sequence_output 打分。
     列出的每条断言都必须抛出 AssertionError（自带模型的预测断言在其他 checkpoint 上跳过，与断言本身一致）。
     """
-    with counterfeits.head_without_transform(mlm) as counterfeit, pytest.raises(AssertionError):
-        run_on(claim, counterfeit)
+    with counterfeits.head_without_transform(mlm) as counterfeit:
+        counterfeits.assert_claim_fails(claim, counterfeit)
 
 
 CATCH_A_LOSS_THAT_COUNTS_IGNORED_POSITIONS = [
@@ -1101,5 +1088,5 @@ def test_the_loss_claims_fail_on_a_loss_that_counts_the_ignored_positions(mlm, c
     原因：伪造模型返回原本的 logits，但 loss 把 -100 截断为合法 id（0，即 [PAD]）并对所有位置求平均——这正是不用
     ignore_index 手写 loss 时的 bug。列出的每条断言都必须抛出 AssertionError（标签设置断言以多个标签运行）。
     """
-    with counterfeits.loss_counting_ignored_positions(mlm) as counterfeit, pytest.raises(AssertionError):
-        run_on(claim, counterfeit, setting="several_positions")
+    with counterfeits.loss_counting_ignored_positions(mlm) as counterfeit:
+        counterfeits.assert_claim_fails(claim, counterfeit, setting="several_positions")
