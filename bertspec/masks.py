@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bertspec.trace import _mask_argument, is_self_attention
+from bertspec.trace import mask_argument, is_self_attention
 
 
 def allowed(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
@@ -66,7 +66,7 @@ def layer_mask_replaced(model: torch.nn.Module, replace):
     """While open, every self-attention module receives ``replace(original_mask)`` instead."""
 
     def hook(module, args, kwargs):
-        new = replace(_mask_argument(args, kwargs))
+        new = replace(mask_argument(args, kwargs))
         if "attention_mask" in kwargs or len(args) < 2:
             return args, {**kwargs, "attention_mask": new}
         return (args[0], new, *args[2:]), kwargs

@@ -136,7 +136,7 @@ class _AttentionOps(TorchFunctionMode):
         return out
 
 
-def _mask_argument(args, kwargs):
+def mask_argument(args, kwargs):
     """The attention_mask a self-attention module was called with (positional in 4.x, keyword in 5.x)."""
     if "attention_mask" in kwargs:
         return kwargs["attention_mask"]
@@ -220,7 +220,7 @@ class Tracer:
 
     def _attention_pre(self, name):
         def hook(module, args, kwargs):
-            mask = _mask_argument(args, kwargs)
+            mask = mask_argument(args, kwargs)
             self.record(f"{name}:attention_mask", mask)
             module._bertspec_ops = _AttentionOps(mask).__enter__()
         return hook

@@ -35,7 +35,7 @@ from bertspec.figures import ratio_figure
 from bertspec.inputs import Batch
 from bertspec.reference import additive_mask, from_model
 from bertspec.tolerances import TOL
-from bertspec.trace import _mask_argument, is_self_attention, trace_forward
+from bertspec.trace import mask_argument, is_self_attention, trace_forward
 
 SEED = 0
 IMPLEMENTATIONS = ("eager", "sdpa")
@@ -292,7 +292,7 @@ def first_attention_inputs(model, batch: Batch):
     first = next(m for m in model.modules() if is_self_attention(m))
 
     def stop(module, args, kwargs):
-        raise _Reached(args[0] if args else kwargs["hidden_states"], _mask_argument(args, kwargs))
+        raise _Reached(args[0] if args else kwargs["hidden_states"], mask_argument(args, kwargs))
 
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
     try:
