@@ -30,7 +30,7 @@ def _trace(args) -> None:
         logits = output.logits[0]
         for pos in (batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero().flatten().tolist():
             top = logits[pos].softmax(-1).topk(5)
-            guesses = ", ".join(f"{bert.tokenizer.convert_ids_to_tokens(i)} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+            guesses = ", ".join(f"{bert.token(i)} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
             print(f"\n[MASK] at position {pos}: {guesses}")
 
 

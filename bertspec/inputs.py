@@ -27,6 +27,10 @@ class Batch:
             "token_type_ids": self.token_type_ids,
         }
 
+    def positions(self, token_id: int, row: int = 0) -> list[int]:
+        """Where ``token_id`` sits in one row, e.g. every [MASK] or [SEP]."""
+        return (self.input_ids[row] == token_id).nonzero().flatten().tolist()
+
     def to(self, device) -> "Batch":
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.token_type_ids)))
 

@@ -47,6 +47,10 @@ class ModelUnderTest:
         """Tokenize, pad (right unless told) and move to the model's device, after the length check."""
         return encode(self.tokenizer, texts, self.config.max_position_embeddings, self.device, text_pairs, padding_side)
 
+    def token(self, token_id) -> str:
+        """One id as a token; a checkpoint's vocab_size may exceed its tokenizer's, so some ids have none."""
+        return self.tokenizer.convert_ids_to_tokens(int(token_id)) or f"id {int(token_id)}"
+
     def tokens(self, batch: Batch, row: int = 0) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(batch.input_ids[row].tolist())
 

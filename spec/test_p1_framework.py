@@ -158,7 +158,7 @@ def test_the_trace_command_prints_every_step_and_the_prediction(settings, capsys
     assert "bert.encoder.layer.0.attention.self:probs" in out
     assert "cls.predictions.decoder" in out
     if loading.load(settings.model_path).has_mlm_head:
-        assert re.search(r"\[MASK\] at position 8: \S+ \d\.\d{3}", out)
+        assert re.search(r"\[MASK\] at position 8: .+? \d\.\d{3}", out)
     else:
         assert "no MLM-head weights" in out
 
@@ -388,8 +388,8 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     bias = bert.model.cls.predictions.bias
     changed_by_bias = ((output.logits - bias).argmax(-1) != output.logits.argmax(-1))[real].sum().item()
     layer_norms = {n: (m.weight - 1).abs().max().item() for n, m in bert.model.named_modules() if n.endswith("LayerNorm")}
-    mask_pos = (batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero().item()
-    guess = bert.tokenizer.convert_ids_to_tokens(int(output.logits[0, mask_pos].argmax()))
+    (mask_pos,) = batch.positions(bert.tokenizer.mask_token_id)
+    guess = bert.token(output.logits[0, mask_pos].argmax())
     evidence.table("what the bundled model shows", ["measure", "value", "threshold"], [
         *[(f"layer {i} mean attention entropy (nats)", h, f"< 0.6 · log {t} = {0.6 * torch.log(torch.tensor(float(t))).item():.3g}")
           for i, h in enumerate(layer_entropy)],

@@ -369,7 +369,7 @@ def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evide
     trace, _ = bert.trace(batch)
     b, t = ids.shape
     allowed = masks.allowed(trace.all("attention_mask")[0].tensor, b, t)
-    mask_pos = (ids[0] == tok.mask_token_id).nonzero().item()
+    (mask_pos,) = batch.positions(tok.mask_token_id)
     evidence.table("row 0", ["position", "token", "input_id", "attention_mask", "may be attended"],
                    [(j, bert.tokens(batch)[j], int(ids[0, j]), int(am[0, j]), bool(allowed[0, :, j].all())) for j in range(t)])
     evidence.table("row 1", ["position", "token", "input_id", "attention_mask"],
@@ -394,7 +394,7 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
     作为 key 得到所有 query 的正概率，作为 query 关注所有真实 key；只有 [PAD] 被隐藏。
     """
     batch = unpadded_batch(bert)
-    mask_pos = (batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero().item()
+    (mask_pos,) = batch.positions(bert.tokenizer.mask_token_id)
     trace, _ = bert.trace(batch)
     probs = torch.stack([trace.tensor(s.name)[0].cpu() for s in trace.all("probs")])  # (L, H, T, T)
     to_mask, from_mask = probs[..., :, mask_pos], probs[..., mask_pos, :]
@@ -417,13 +417,13 @@ def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(m
     因此按 float32 内核容差而非逐位比较。
     """
     base = unpadded_batch(mlm)
-    mask_pos = (base.input_ids[0] == mlm.tokenizer.mask_token_id).nonzero().item()
+    (mask_pos,) = base.positions(mlm.tokenizer.mask_token_id)
     logits = {}
     for n_pad in (0, 1, 8):
         batch = pad_right(base, n_pad, mlm.tokenizer.pad_token_id)
         with torch.no_grad():
             logits[n_pad] = mlm.model(**batch.as_kwargs()).logits[0, mask_pos]
-    top = {n: mlm.tokenizer.convert_ids_to_tokens(int(v.argmax())) for n, v in logits.items()}
+    top = {n: mlm.token(v.argmax()) for n, v in logits.items()}
     evidence.table("logits at [MASK]", ["pads appended", "argmax", "max |diff| vs 0 pads"],
                    [(n, top[n], (v - logits[0]).abs().max()) for n, v in logits.items()])
     for n in (1, 8):

@@ -59,11 +59,6 @@ def real_tokens(batch) -> torch.Tensor:
     return batch.attention_mask.bool()
 
 
-def token(bert, i) -> str:
-    """A vocabulary entry by id; a checkpoint's vocab_size may exceed its tokenizer's, so some ids have no token."""
-    return bert.tokenizer.convert_ids_to_tokens(int(i)) or f"id {int(i)}"
-
-
 _REFERENCES = weakref.WeakKeyDictionary()
 
 
@@ -379,11 +374,11 @@ def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_sn
     for s in steps:
         if s.name.endswith("act_fn"):
             assert s.min >= GELU_MINIMUM, s.name
-    mask_position = (batch.input_ids[0] == mlm.tokenizer.mask_token_id).nonzero().item()
+    (mask_position,) = batch.positions(mlm.tokenizer.mask_token_id)
     top = output.logits[0, mask_position].softmax(-1).topk(5)
     assert snapshot == {
         "steps, in execution order": [f"{s.name}: {step_summary(s)}" for s in steps],
-        "top 5 at [MASK]": [f"{token(mlm, i)} {p:.4f}" for p, i in zip(top.values.tolist(), top.indices.tolist())],
+        "top 5 at [MASK]": [f"{mlm.token(i)} {p:.4f}" for p, i in zip(top.values.tolist(), top.indices.tolist())],
     }
 
 
@@ -438,7 +433,7 @@ def test_the_reference_predicts_the_same_token_as_transformers_at_every_mask(mlm
         theirs = mlm.model(**batch.as_kwargs()).logits[masked]
     top2 = theirs.topk(2).values
     evidence.table("prediction at each [MASK]", ["[MASK] #", "transformers", "reference", "margin best - second", "max |diff| of logits"],
-                   [(k, token(mlm, theirs[k].argmax()), token(mlm, ours[k].argmax()),
+                   [(k, mlm.token(theirs[k].argmax()), mlm.token(ours[k].argmax()),
                      top2[k, 0] - top2[k, 1], max_diff(ours[k], theirs[k])) for k in range(len(theirs))])
     assert len(theirs) == 4
     assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
@@ -510,7 +505,7 @@ def test_removing_the_head_transform_changes_the_logits_and_the_predictions(mlm,
     with_transform, without = output.logits.argmax(-1), bare.argmax(-1)
     cosine = F.cosine_similarity(trace.tensor(sequence_output_step(mlm)), trace.tensor("cls.predictions.transform.LayerNorm"), dim=-1)
     evidence.table("row 0: predictions with and without the transform", ["position", "input", "with", "without", "cos(h, transform(h))"],
-                   [(j, tok, token(mlm, with_transform[0, j]), token(mlm, without[0, j]), cosine[0, j])
+                   [(j, tok, mlm.token(with_transform[0, j]), mlm.token(without[0, j]), cosine[0, j])
                     for j, tok in enumerate(mlm.tokens(batch, 0))])
     changed = (with_transform != without)[real]
     evidence.table("effect", ["real positions", "predictions changed", "max |Δ logits|"],
@@ -538,7 +533,7 @@ def test_the_decoder_maps_batch_seq_hidden_to_batch_seq_vocab_one_score_per_voca
     h = trace.tensor("cls.predictions.transform.LayerNorm")
     b, t = batch.input_ids.shape
     c, v = mlm.config.hidden_size, mlm.config.vocab_size
-    j = (batch.input_ids[0] == mlm.tokenizer.mask_token_id).nonzero()[0].item()
+    j = batch.positions(mlm.tokenizer.mask_token_id)[0]
     with torch.no_grad():
         by_hand = decoder.weight @ h[0, j] + mlm.model.cls.predictions.bias
     evidence.table("decoder", ["input", "weight", "bias", "output", "max |by hand - logits| at [MASK]"],
@@ -605,7 +600,7 @@ def test_prediction_scores_are_unnormalised_logits_that_softmax_turns_into_a_dis
     probs = logits.softmax(-1)
     top = logits[0].topk(5)
     evidence.table("first [MASK]: top 5", ["token", "logit", "probability"],
-                   [(token(mlm, i), z, probs[0, i]) for z, i in zip(top.values, top.indices)])
+                   [(mlm.token(i), z, probs[0, i]) for z, i in zip(top.values, top.indices)])
     evidence.table("every [MASK]", ["logits min", "logits max", "logits sum", "probabilities sum"],
                    [(z.min(), z.max(), z.sum(), p.sum()) for z, p in zip(logits, probs)])
     assert bool((logits < 0).any(dim=-1).all()), "a probability cannot be negative: these are not probabilities"
@@ -630,13 +625,13 @@ def test_the_bundled_model_completes_beijing_is_chinas_capital_with_du(mlm, evid
     if not mlm.is_default:
         pytest.skip("what a checkpoint predicts depends on its training; this is the bundled model's")
     batch = mlm.encode([SENTENCE])
-    j = (batch.input_ids[0] == mlm.tokenizer.mask_token_id).nonzero().item()
+    (j,) = batch.positions(mlm.tokenizer.mask_token_id)
     with torch.no_grad():
         probs = mlm.model(**batch.as_kwargs()).logits[0, j].softmax(-1)
     top = probs.topk(3)
     evidence.table(f"{SENTENCE} at position {j}", ["token", "probability"],
-                   [(token(mlm, i), p) for p, i in zip(top.values, top.indices)])
-    assert token(mlm, probs.argmax()) == "都"
+                   [(mlm.token(i), p) for p, i in zip(top.values, top.indices)])
+    assert mlm.token(probs.argmax()) == "都"
 
 
 # ---- P3.3 the loss ----
@@ -691,7 +686,7 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
     nll = token_nll(output.logits, labels)
     by_hand = mlm_loss(output.logits, labels)
     evidence.table("per labelled position", ["row", "position", "label", "-log p(label)"],
-                   [(b, t, token(mlm, labels[b, t]), nll[b, t]) for b, t in (labels != IGNORE_INDEX).nonzero().tolist()])
+                   [(b, t, mlm.token(labels[b, t]), nll[b, t]) for b, t in (labels != IGNORE_INDEX).nonzero().tolist()])
     evidence.table("loss", ["by hand", "model", "|diff|"], [(by_hand, output.loss, (by_hand - output.loss).abs())])
     torch.testing.assert_close(by_hand, output.loss, **TOL["loss_reduction"])
 
@@ -782,7 +777,7 @@ def test_the_tied_matrix_receives_gradient_from_both_the_embedding_lookup_and_th
     looked_up = torch.zeros(len(as_decoder), dtype=torch.bool, device=ids.device).index_fill_(0, ids, True)
     shown = [int(ids[1]), mlm.tokenizer.mask_token_id, int((~looked_up).nonzero()[-1])]
     evidence.table("rows of the gradient (norms)", ["row", "token", "in the input", "from the decoder", "from the lookup", "total"],
-                   [(v, token(mlm, v), bool(looked_up[v]), as_decoder[v].norm(), as_lookup[v].norm(), grads.word_embeddings_grad[v].norm()) for v in shown])
+                   [(v, mlm.token(v), bool(looked_up[v]), as_decoder[v].norm(), as_lookup[v].norm(), grads.word_embeddings_grad[v].norm()) for v in shown])
     assert bool((as_decoder.norm(dim=-1) > 0).all()), "the decoder use reaches every row"
     assert bool((as_lookup[~looked_up] == 0).all()) and bool((as_lookup[ids[ids != pad_id]].norm(dim=-1) > 0).all())
     assert torch.equal(grads.word_embeddings_grad, as_decoder + as_lookup)
@@ -831,7 +826,7 @@ def test_the_loss_is_the_mean_not_the_sum_of_the_per_position_losses_over_exactl
     with torch.no_grad():
         output = mlm.model(**batch.as_kwargs(), labels=labels)
     nll = token_nll(output.logits, labels)[labelled]
-    tokens = [token(mlm, i) for i in labels[labelled]]
+    tokens = [mlm.token(i) for i in labels[labelled]]
     evidence.table(f"labels: {setting}", ["labelled positions", "labels", "mean of per-position losses", "sum", "model loss"],
                    [(len(nll), " ".join(tokens), nll.mean(), nll.sum(), output.loss)])
     expected_count = {"every_real_position": int(real_tokens(batch).sum()), "one_position": 1, "several_positions": 4}

@@ -43,15 +43,6 @@ def counted_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def positions_of(batch: Batch, token_id: int, row: int = 0) -> list[int]:
-    return (batch.input_ids[row] == token_id).nonzero().flatten().tolist()
-
-
-def label(tokenizer, token_id: int) -> str:
-    """A token for the evidence; ids beyond the tokenizer's vocabulary (a bigger random model) by number."""
-    return tokenizer.convert_ids_to_tokens(token_id) or f"id {token_id}"
-
-
 def stacked(trace, quantity: str = "probs") -> torch.Tensor:
     """(L, B, H, T, T): one attention quantity ("probs", "scores", "scores+mask") of every layer."""
     return torch.stack([trace.tensor(step.name).cpu() for step in trace.all(quantity)])
@@ -91,14 +82,14 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     assert tokens == ["[CLS]", *a, "[SEP]", *b, "[SEP]"]
     assert not bool(am[1].all()), "the shorter pair is padded"
     for row in range(2):
-        first_sep, last_sep = positions_of(batch, tok.sep_token_id, row)
+        first_sep, last_sep = batch.positions(tok.sep_token_id, row)
         segment_b = (torch.arange(types.shape[1]) > first_sep) & (torch.arange(types.shape[1]) <= last_sep)
         assert torch.equal(types[row], segment_b.long()), f"row {row}: type 1 exactly from after the first [SEP] to the last"
     assert not bool(single.token_type_ids.any()), "one sentence is all type 0"
     trace, _ = bert.trace(batch)
     n, t = batch.input_ids.shape
     assert torch.equal(masks.allowed(trace.all("attention_mask")[0].tensor, n, t), am.bool()[:, None, :].expand(n, t, t))
-    first_sep = positions_of(batch, tok.sep_token_id)[0]
+    first_sep = batch.positions(tok.sep_token_id)[0]
     b_to_a = stacked(trace)[:, 0, :, first_sep + 1:, :first_sep + 1]
     assert bool((b_to_a > 0).all()), "segment B's queries attend to segment A"
 
@@ -122,7 +113,7 @@ def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(ber
     batch = bert.encode(PAIR[0], text_pairs=PAIR[1])
     trace, _ = bert.trace(batch)
     table = bert.model.bert.embeddings.token_type_embeddings.weight.detach()
-    first_sep = positions_of(batch, bert.tokenizer.sep_token_id)[0]
+    first_sep = batch.positions(bert.tokenizer.sep_token_id)[0]
     segment = (torch.arange(batch.input_ids.shape[1], device=table.device) > first_sep).long()
     added = trace.tensor("bert.embeddings.token_type_embeddings")[0]
     parts = [trace.tensor(f"bert.embeddings.{name}") for name in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
@@ -227,7 +218,7 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
     """
     tok = mlm.tokenizer
     batch = mlm.encode(TWO_MASKS)
-    where = positions_of(batch, tok.mask_token_id)
+    where = batch.positions(tok.mask_token_id)
     truth = tok.convert_tokens_to_ids(list(TWO_MASKS_TRUTH))
 
     def logits(input_ids):
@@ -240,8 +231,8 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
         ids = batch.input_ids.clone()
         ids[0, where[filled]] = truth[filled]
         after = logits(ids)[where[other]]
-        rows.append((f"{where[filled]} ← {TWO_MASKS_TRUTH[filled]}", where[other], label(tok, int(one_pass[where[other]].argmax())),
-                     label(tok, int(after.argmax())), (after - one_pass[where[other]]).abs().max()))
+        rows.append((f"{where[filled]} ← {TWO_MASKS_TRUTH[filled]}", where[other], mlm.token(one_pass[where[other]].argmax()),
+                     mlm.token(after.argmax()), (after - one_pass[where[other]]).abs().max()))
         assert beyond(after, one_pass[where[other]], TOL["float32_kernels"]), f"[MASK] at {where[other]} ignored the answer"
     evidence.table(TWO_MASKS, ["filled position ← true token", "other [MASK]", "one-pass argmax", "argmax after filling",
                                "max |Δ logits|"], rows)
@@ -272,7 +263,7 @@ def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero
     rows = []
     for name, token_id in (("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id), ("[PAD]", tok.pad_token_id)):
         got = received_by_key(probs, ids == token_id)
-        rows.append((name, token_id, [positions_of(batch, token_id, r) for r in range(2)], got.min(), got.max()))
+        rows.append((name, token_id, [batch.positions(token_id, r) for r in range(2)], got.min(), got.max()))
     evidence.table("probability received as a key (all layers, heads, queries)",
                    ["token", "id", "positions per row", "min", "max"], rows)
     for r, n in enumerate(lengths):
