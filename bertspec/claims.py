@@ -7,16 +7,32 @@ A claim's docstring::
     Why it holds: the mechanism, in a few short paragraphs.
 
     Claim ID: P2.3b
+    Question: How much attention does a [PAD] key get?
+    问题：[PAD] 位置的 key 会得到多少注意力？
     中文：填充位置的 key 得到的注意力概率严格为 0。
     原因：同一机制的中文说明。
 
-The first line is the claim in English; the paragraphs before ``Claim ID:``
-explain it; the line after it gives the claim in Chinese, the rest the
-explanation in Chinese. IDs come from the plan (``CATALOGUE``).
+The first line is the claim in English, the answer to the question; the
+paragraphs before ``Claim ID:`` explain it. After the ID come the question a
+learner would ask, in English and in Chinese, then the claim in Chinese and its
+Chinese explanation. IDs come from the plan (``CATALOGUE``); the handbook orders
+chapters by ``CHAPTERS`` and claims by ID.
 """
 
+import inspect
 import re
 from dataclasses import dataclass
+
+# Chapter prefix -> (Chinese title, English title), in the plan's order.
+CHAPTERS = {
+    "P1": ("分析框架：被测模型、tracer 与错误信息", "The framework: the model under test, the tracer, the errors"),
+    "P2": ("Attention mask", "The attention mask"),
+    "P3": ("MLM 前向传播、预测头与损失", "The MLM forward pass, the prediction head and the loss"),
+    "P4": ("场景、边界、数值稳定性与开销", "Scenarios, boundaries, numerical stability and cost"),
+    "P5": ("知识库", "The knowledge base"),
+    "P6": ("实践中的常见问题", "Questions from practice"),
+    "P7": ("知识迁移：BERT 家族", "Knowledge transfer: the BERT family"),
+}
 
 # ID -> (the plan's words, what the spec shows). Mirrors the team's claims.md.
 CATALOGUE = {
@@ -54,7 +70,13 @@ CATALOGUE = {
     "P4.2c": ("边界条件测试", "all padded, no mask, over-long, single token"),
     "P4.2d": ("数值稳定性验证", "float32 / float16 / bfloat16 masks and softmax"),
     "P5.1a": ("完整的 BERT 技术机制文档", "the HTML report"),
+    "P5.1b": ("代码示例和图表", "code examples and figures"),
+    "P5.1c": ("关键发现和最佳实践", "key findings and best practices"),
+    "P5.1d": ("常见误解和正确理解", "common misconceptions and the correct understanding"),
     "P5.2a": ("可复用的调试工具集", "a reusable debugging toolkit"),
+    "P5.2b": ("快速参考指南", "a quick-reference guide"),
+    "P5.2c": ("Q&A 形式的知识库", "a Q&A knowledge base"),
+    "P5.2d": ("适合分享和教学的材料", "material fit for sharing and teaching"),
 }
 
 
@@ -63,8 +85,14 @@ class Claim:
     sentence: str
     why: str
     claim_id: str
+    question: str
+    question_zh: str
     sentence_zh: str
     why_zh: str
+
+    @property
+    def chapter(self) -> str:
+        return self.claim_id.split(".")[0]
 
 
 class ClaimFormatError(ValueError):
@@ -75,20 +103,75 @@ _ID_LINE = re.compile(r"^\s*Claim ID:\s*(\S+)\s*$", re.MULTILINE)
 
 
 def parse(docstring: str | None) -> Claim:
-    import inspect
-
     text = inspect.cleandoc(docstring or "")
     match = _ID_LINE.search(text)
     if not text or match is None:
         raise ClaimFormatError("no 'Claim ID:' line")
-    english, chinese = text[: match.start()].strip(), text[match.end():].strip()
+    english, after = text[: match.start()].strip(), text[match.end():].strip()
     sentence, _, why = english.partition("\n")
+    question, _, after = after.partition("\n")
+    question_zh, _, chinese = after.partition("\n")
     zh_sentence, _, zh_why = chinese.partition("\n")
     claim_id = match.group(1)
     if claim_id not in CATALOGUE:
         raise ClaimFormatError(f"unknown claim ID {claim_id!r}")
     if not why.strip():
         raise ClaimFormatError("no explanation between the claim and its ID")
+    if not (question.startswith("Question: ") and question.rstrip().endswith("?")):
+        raise ClaimFormatError("no 'Question: …?' line after the claim ID")
+    if not (question_zh.startswith("问题：") and question_zh.rstrip().endswith("？")):
+        raise ClaimFormatError("no '问题：…？' line after the English question")
     if not zh_sentence.startswith("中文：") or not zh_why.strip():
         raise ClaimFormatError("no '中文：' claim line followed by a Chinese explanation")
-    return Claim(sentence.strip(), why.strip(), claim_id, zh_sentence.removeprefix("中文：").strip(), zh_why.strip())
+    return Claim(
+        sentence=sentence.strip(), why=why.strip(), claim_id=claim_id,
+        question=question.removeprefix("Question: ").strip(), question_zh=question_zh.removeprefix("问题：").strip(),
+        sentence_zh=zh_sentence.removeprefix("中文：").strip(), why_zh=zh_why.strip().removeprefix("原因：").strip(),
+    )
+
+
+def id_order(claim_id: str) -> tuple:
+    """Sort key of an ID in the plan's order: P2.1d -> (2, 1, 'd'); P6.1 -> (6, 1, '')."""
+    chapter, _, rest = claim_id[1:].partition(".")
+    number = re.match(r"\d+", rest)
+    return int(chapter), int(number.group()) if number else 0, rest[number.end():] if number else rest
+
+
+def anchor(claim_id: str, function_name: str) -> str:
+    """The stable anchor of a claim's section: its ID and its name, e.g. P2.3b-padded-keys-get-exactly-zero-…"""
+    return f"{claim_id}-{function_name.removeprefix('test_').replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """A claim function as written in spec/, read without importing or running it."""
+
+    function: str
+    path: str
+    line: int
+    doc: str
+    counterfeits: tuple[str, ...]
+
+
+def discover(folder) -> dict[str, Discovered]:
+    """Every test function in ``folder``'s test files, by name, with the counterfeits its markers declare."""
+    import ast
+    from pathlib import Path
+
+    found = {}
+    root = Path(folder)
+    for path in sorted(root.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                names = tuple(arg.value for deco in node.decorator_list if _is_counterfeits_mark(deco)
+                              for arg in deco.args if isinstance(arg, ast.Constant))
+                found[node.name] = Discovered(node.name, f"{root.name}/{path.name}", node.lineno,
+                                              ast.get_docstring(node, clean=False) or "", names)
+    return found
+
+
+def _is_counterfeits_mark(node) -> bool:
+    import ast
+
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "counterfeits"

@@ -1,13 +1,18 @@
-"""Counterfeit BERTs: the model under test with one mechanism broken, for meta-tests.
+"""Counterfeit BERTs: the model under test with one mechanism broken.
 
 A claim that stays green on a counterfeit proves nothing about the mechanism
-the counterfeit breaks. Each counterfeit is a context manager that yields a
-ModelUnderTest and leaves the shared model as it found it: either a deep copy
-is changed, or a hook is added and removed again.
+the counterfeit breaks. A claim names the counterfeits it must fail on with
+``@pytest.mark.counterfeits("mask_dropped", ...)``; bertspec.teeth generates
+the meta-tests that run each pair. Each counterfeit is registered here under
+its name: a context manager that takes a ModelUnderTest, yields one, and leaves
+the shared model as it found it (a deep copy is changed, or a hook is added and
+removed again). Several embody a common misconception (bertspec.knowledge):
+were the misconception true, BERT would behave like the counterfeit.
 """
 
 import copy
 import dataclasses
+import inspect
 from contextlib import contextmanager
 
 import torch
@@ -15,17 +20,181 @@ import torch.nn.functional as F
 
 from bertspec import masks
 from bertspec.loading import ModelUnderTest
-from bertspec.report import Evidence
+
+REGISTRY = {}
+
+
+def counterfeit(name: str):
+    """Register a context-manager function under ``name``."""
+    def register(function):
+        REGISTRY[name] = contextmanager(function)
+        return REGISTRY[name]
+    return register
+
+
+def described() -> dict[str, str]:
+    """name -> the first paragraph of its docstring, for the handbook."""
+    return {name: inspect.getdoc(cm).split("\n\n")[0].replace("\n", " ") for name, cm in REGISTRY.items()}
 
 
 @contextmanager
-def untied_decoder(bert: ModelUnderTest, perturbation: float = 0.0):
-    """A deep copy whose decoder weight is its own clone of the word-embedding matrix.
+def _hooked(module: torch.nn.Module, bert: ModelUnderTest, *, pre=None, post=None):
+    handles = []
+    if pre is not None:
+        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+    if post is not None:
+        handles.append(module.register_forward_hook(post, with_kwargs=True))
+    try:
+        yield bert
+    finally:
+        for handle in handles:
+            handle.remove()
 
-    With ``perturbation == 0`` the clone holds the same values, so every forward
-    pass is unchanged: only a check of identity (same storage), or of what
+
+# ---- the mask ----
+
+@counterfeit("mask_dropped")
+def mask_dropped(bert: ModelUnderTest):
+    """Every layer receives no padding mask (None), as a bug in mask routing would make it.
+
+    Also what BERT would be if padding_idx alone hid padding, or if padding
+    could not change a prediction.
+    """
+    with masks.layer_mask_replaced(bert.model, lambda mask, hidden: None):
+        yield bert
+
+
+def _weakened(value: float):
+    def replace(mask, hidden):
+        if mask is None:
+            return None
+        hidden_keys = ~mask if mask.dtype == torch.bool else mask < 0
+        dtype = mask.dtype if mask.is_floating_point() else hidden.dtype
+        return torch.zeros(hidden_keys.shape, dtype=dtype, device=hidden_keys.device).masked_fill(hidden_keys, value)
+    return replace
+
+
+@counterfeit("mask_value_minus_one")
+def mask_value_minus_one(bert: ModelUnderTest):
+    """Every layer's mask adds -1.0 at hidden keys instead of finfo.min: a [PAD] key keeps e^-1 of its weight.
+
+    What BERT would be if "any negative number" were enough to hide padding.
+    """
+    with masks.layer_mask_replaced(bert.model, _weakened(-1.0)):
+        yield bert
+
+
+@counterfeit("mask_value_minus_infinity")
+def mask_value_minus_infinity(bert: ModelUnderTest):
+    """Every layer's mask adds -inf at hidden keys instead of finfo.min: a row with no visible key becomes NaN.
+
+    What BERT would be if the mask were "minus infinity", as it is often described.
+    """
+    with masks.layer_mask_replaced(bert.model, _weakened(float("-inf"))):
+        yield bert
+
+
+@counterfeit("mask_inverted")
+def mask_inverted(bert: ModelUnderTest):
+    """Every layer hides the keys its mask allows and shows the ones it hides: 0 read as "masked out".
+
+    What BERT would be if the additive 0 of the "all-zero" mask meant "hidden".
+    """
+    def invert(mask, hidden):
+        if mask is None:
+            b, t = hidden.shape[:2]
+            return torch.full((b, 1, t, t), torch.finfo(hidden.dtype).min, dtype=hidden.dtype, device=hidden.device)
+        if mask.dtype == torch.bool:
+            return ~mask
+        return torch.where(mask == 0, torch.finfo(mask.dtype).min, 0.0).to(mask.dtype)
+
+    with masks.layer_mask_replaced(bert.model, invert):
+        yield bert
+
+
+@counterfeit("mask_token_hidden")
+def mask_token_hidden(bert: ModelUnderTest):
+    """Every [MASK] position gets attention_mask 0, as if [MASK] were padding.
+
+    What BERT would be if the MLM's [MASK] and the attention mask were the same thing.
+    """
+    mask_id = bert.tokenizer.mask_token_id
+
+    def pre(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            return args, kwargs
+        attention = kwargs.get("attention_mask")
+        attention = torch.ones_like(ids) if attention is None else attention
+        return args, {**kwargs, "attention_mask": attention.masked_fill(ids == mask_id, 0)}
+
+    with _hooked(bert.model.bert, bert, pre=pre):
+        yield bert
+
+
+# ---- positions and token types ----
+
+def _embedding_positions(bert: ModelUnderTest, positions):
+    """Hand the embeddings ``positions(input_ids)`` when the caller passed no position ids."""
+    def pre(module, args, kwargs):
+        if kwargs.get("position_ids") is not None:
+            return args, kwargs
+        return args, {**kwargs, "position_ids": positions(kwargs["input_ids"])}
+    return _hooked(bert.model.bert.embeddings, bert, pre=pre)
+
+
+@counterfeit("positions_counted_from_one")
+def positions_counted_from_one(bert: ModelUnderTest):
+    """Default position ids 1..T instead of 0..T-1, an off-by-one; position ids the caller passes are left alone."""
+    with _embedding_positions(bert, lambda ids: torch.arange(1, ids.shape[1] + 1, device=ids.device)[None]):
+        yield bert
+
+
+@counterfeit("positions_from_mask")
+def positions_from_mask(bert: ModelUnderTest):
+    """Default position ids counted over real tokens only (cumsum of attention_mask), so left padding is harmless.
+
+    What BERT would be if it derived positions from the mask by itself.
+    """
+    def pre(module, args, kwargs):
+        attention = kwargs.get("attention_mask")
+        if kwargs.get("position_ids") is not None or attention is None:
+            return args, kwargs
+        return args, {**kwargs, "position_ids": (attention.cumsum(-1) - 1).clamp(min=0)}
+
+    with _hooked(bert.model.bert, bert, pre=pre):
+        yield bert
+
+
+@counterfeit("token_types_ignored")
+def token_types_ignored(bert: ModelUnderTest):
+    """Every token gets type 0, whatever token_type_ids says."""
+    def pre(module, args, kwargs):
+        return args, {**kwargs, "token_type_ids": torch.zeros_like(kwargs["input_ids"])}
+
+    with _hooked(bert.model.bert.embeddings, bert, pre=pre):
+        yield bert
+
+
+# ---- the head ----
+
+@counterfeit("untied_decoder")
+def untied_decoder(bert: ModelUnderTest):
+    """A deep copy whose decoder weight is its own exact clone of the word-embedding matrix.
+
+    Every forward pass is unchanged: only identity (the same storage), or what
     training does to the two matrices, can tell it from the real thing.
     """
+    yield _untied(bert, 0.0)
+
+
+@counterfeit("untied_decoder_perturbed")
+def untied_decoder_perturbed(bert: ModelUnderTest):
+    """A deep copy whose decoder weight is a clone of the word-embedding matrix plus noise of 1e-3."""
+    yield _untied(bert, 1e-3)
+
+
+def _untied(bert: ModelUnderTest, perturbation: float) -> ModelUnderTest:
     model = copy.deepcopy(bert.model)
     decoder = model.cls.predictions.decoder
     clone = decoder.weight.detach().clone()
@@ -33,126 +202,70 @@ def untied_decoder(bert: ModelUnderTest, perturbation: float = 0.0):
         noise = torch.randn(clone.shape, generator=torch.Generator().manual_seed(0))
         clone += perturbation * noise.to(clone.device)
     decoder.weight = torch.nn.Parameter(clone)
-    yield dataclasses.replace(bert, model=model)
+    return dataclasses.replace(bert, model=model)
 
 
-@contextmanager
+@counterfeit("head_without_transform")
 def head_without_transform(bert: ModelUnderTest):
-    """The model under test whose MLM head skips its transform: the decoder gets the encoder output as is.
+    """The MLM head skips its transform: the decoder scores sequence_output as it is.
 
     The transform's submodules still run (a tracer still sees them), but a
-    forward hook hands the transform's input on instead of its output, as a head
-    built without the transform would.
+    forward hook hands the transform's input on instead of its output.
     """
-    handle = bert.model.cls.predictions.transform.register_forward_hook(lambda module, args, output: args[0])
-    try:
+    with _hooked(bert.model.cls.predictions.transform, bert, post=lambda module, args, kwargs, output: args[0]):
         yield bert
-    finally:
-        handle.remove()
 
+
+@counterfeit("logits_softmaxed")
+def logits_softmaxed(bert: ModelUnderTest):
+    """The model returns softmax probabilities where BertForMaskedLM returns logits.
+
+    What BERT would be if prediction_scores were probabilities.
+    """
+    def post(module, args, kwargs, output):
+        output.logits = output.logits.softmax(-1)
+        return output
+
+    with _hooked(bert.model, bert, post=post):
+        yield bert
+
+
+# ---- the loss and its gradient ----
 
 def loss_over_every_position(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The classic bug: -100 clamped to a valid id (0, [PAD]) and every position averaged."""
     return F.cross_entropy(logits.flatten(0, 1), labels.clamp(min=0).flatten())
 
 
-@contextmanager
+@counterfeit("loss_counting_ignored_positions")
 def loss_counting_ignored_positions(bert: ModelUnderTest):
-    """The model under test whose returned loss counts the positions labelled -100."""
-
-    def hook(module, args, kwargs, output):
+    """The returned loss also counts the positions labelled -100 (clamped to id 0) and averages over all of them."""
+    def post(module, args, kwargs, output):
         labels = kwargs.get("labels")
         if labels is not None:
             output.loss = loss_over_every_position(output.logits, labels)
         return output
 
-    handle = bert.model.register_forward_hook(hook, with_kwargs=True)
-    try:
+    with _hooked(bert.model, bert, post=post):
         yield bert
-    finally:
-        handle.remove()
 
 
-class Unread(Evidence):
-    """Evidence of a claim run on a counterfeit: nobody reads it, so figures are closed, not drawn."""
+@counterfeit("gradient_only_at_labels")
+def gradient_only_at_labels(bert: ModelUnderTest):
+    """Gradient reaches the input embeddings of labelled positions only (the others are detached after the embeddings).
 
-    def figure(self, title, fig):
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-
-
-def call_claim(claim, **arguments):
-    """Call a claim function with those of ``arguments`` that it names (its fixtures and parameters)."""
-    names = claim.__code__.co_varnames[: claim.__code__.co_argcount]
-    return claim(**{name: arguments[name] for name in names})
-
-
-def assert_claim_fails(claim, counterfeit: ModelUnderTest, **parameters) -> None:
-    """Run a claim on a counterfeit model and require that it goes red (AssertionError)."""
-    import pytest
-
-    with pytest.raises(AssertionError):
-        call_claim(claim, bert=counterfeit, mlm=counterfeit, evidence=Unread(), **parameters)
-
-
-@contextmanager
-def _embeddings_pre_hook(bert: ModelUnderTest, hook):
-    handle = bert.model.bert.embeddings.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield bert
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def positions_counted_from_one(bert: ModelUnderTest):
-    """The model under test with default position ids 1..T instead of 0..T-1, an off-by-one.
-
-    Position ids the caller passes are left alone, as a bug in the default would.
+    What BERT would be if only the [MASK] positions' embeddings learned.
     """
+    seen = {}
 
-    def hook(module, args, kwargs):
-        if kwargs.get("position_ids") is not None:
-            return args, kwargs
-        input_ids = kwargs["input_ids"]
-        return args, {**kwargs, "position_ids": torch.arange(1, input_ids.shape[1] + 1, device=input_ids.device)[None]}
+    def remember(module, args, kwargs):
+        seen["labels"] = kwargs.get("labels")
 
-    with _embeddings_pre_hook(bert, hook):
-        yield bert
+    def post(module, args, kwargs, output):
+        labels = seen.get("labels")
+        if labels is None:
+            return output
+        return torch.where((labels != -100)[..., None], output, output.detach())
 
-
-@contextmanager
-def token_types_ignored(bert: ModelUnderTest):
-    """The model under test giving every token type 0, whatever token_type_ids says."""
-
-    def hook(module, args, kwargs):
-        return args, {**kwargs, "token_type_ids": torch.zeros_like(kwargs["input_ids"])}
-
-    with _embeddings_pre_hook(bert, hook):
-        yield bert
-
-
-@contextmanager
-def mask_dropped(bert: ModelUnderTest):
-    """The model under test whose layers never receive the padding mask, as a bug in mask routing would."""
-    with masks.layer_mask_replaced(bert.model, lambda _: None):
-        yield bert
-
-
-@contextmanager
-def mask_value(bert: ModelUnderTest, value: float):
-    """The model under test whose layers' masks add ``value`` at hidden keys instead of finfo.min.
-
-    -1.0, say, is far too small to hide padding: a [PAD] key keeps e^-1 of its weight.
-    """
-
-    def weak(mask):
-        if mask is None:
-            return None
-        hidden = ~mask if mask.dtype == torch.bool else mask < 0
-        dtype = mask.dtype if mask.is_floating_point() else torch.get_default_dtype()
-        return torch.zeros(hidden.shape, dtype=dtype, device=hidden.device).masked_fill(hidden, value)
-
-    with masks.layer_mask_replaced(bert.model, weak):
+    with _hooked(bert.model, bert, pre=remember), _hooked(bert.model.bert.embeddings, bert, post=post):
         yield bert

@@ -1,7 +1,10 @@
 """Figures for the report (matplotlib, Agg backend, no screen needed).
 
-Axis labels use positions, not characters: the machines the spec runs on have
-no CJK font, and the evidence tables beside each figure name the tokens.
+Axes are labelled with the tokens themselves, Chinese characters included. The
+figures are saved as SVG whose text stays text (bertspec.evidence.svg), so the
+reader's browser draws the characters with its own fonts; on a machine without
+a CJK font, matplotlib only measures the labels with a Latin font (its
+missing-glyph warning is filtered in pyproject.toml).
 """
 
 import matplotlib
@@ -11,6 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
+                                   "DejaVu Sans"]
 
 
 def _finite(t: torch.Tensor) -> np.ndarray:
@@ -22,36 +28,52 @@ def _finite(t: torch.Tensor) -> np.ndarray:
     return x
 
 
-def mask_path_figure(mask_2d, allowed_row, masked_scores, probs, title: str):
+def masked_value_label(values: torch.Tensor, hidden: torch.Tensor) -> str:
+    """What the hidden entries of scores + mask actually hold: finfo.min, -inf, or a number."""
+    at_hidden = values[:, hidden].unique()
+    if at_hidden.numel() != 1:
+        return f"{at_hidden.numel()} different values"
+    value = at_hidden.item()
+    if value == torch.finfo(values.dtype).min:
+        return "finfo.min"
+    return "-inf" if value == float("-inf") else f"{value:.4g}"
+
+
+def _token_axes(ax, tokens, rows: bool):
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    if rows:
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+    else:
+        ax.set_yticks([])
+
+
+def mask_path_figure(mask_2d, allowed_row, masked_scores, probs, tokens, title: str):
     """Four panels, one padded sequence: 2D mask → what the layer allows → scores + mask → softmax."""
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.2, 1.2]})
-    length = mask_2d.shape[-1]
-    ticks = range(length)
+    hidden = mask_2d == 0
+    fig, axes = plt.subplots(2, 2, figsize=(8.5, 7.5), gridspec_kw={"height_ratios": [1, 4]})
     panels = [
-        (mask_2d.reshape(1, -1).float(), "1. attention_mask (2D input)\n1 = real, 0 = [PAD]", "Greys_r"),
-        (allowed_row.reshape(1, -1).float(), "2. what the layer receives\n(as 'may attend': 1 / 0)", "Greys_r"),
-        (torch.from_numpy(_finite(masked_scores)), "3. scores + mask (head 0)\npadded keys at finfo.min", "viridis"),
-        (probs, "4. softmax → probabilities\npadded keys exactly 0", "viridis"),
+        (mask_2d.reshape(1, -1).float(), "1. attention_mask (2D input): 1 = real, 0 = [PAD]", "Greys_r"),
+        (allowed_row.reshape(1, -1).float(), "2. what the layer receives, as 'may attend' (1 / 0)", "Greys_r"),
+        (torch.from_numpy(_finite(masked_scores)),
+         f"3. scores + mask; [PAD] keys hold {masked_value_label(masked_scores, hidden)}\n(drawn at the row minimum - 1)",
+         "viridis"),
+        (probs, "4. softmax → probabilities; [PAD] keys exactly 0", "viridis"),
     ]
-    for ax, (values, label, cmap) in zip(axes, panels):
+    for ax, (values, label, cmap) in zip(axes.flat, panels):
         image = ax.imshow(values.detach().cpu().numpy(), cmap=cmap, aspect="auto")
-        ax.set_title(label, fontsize=9)
-        ax.set_xticks(ticks)
-        ax.set_xlabel("key position")
-        if values.shape[0] > 1:
-            ax.set_ylabel("query position")
-        else:
-            ax.set_yticks([])
+        ax.set_title(label, fontsize=8)
+        _token_axes(ax, tokens, rows=values.shape[0] > 1)
         fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def heatmap(values, title: str, xlabel="key position", ylabel="query position"):
-    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+def heatmap(values, title: str, tokens, xlabel="key", ylabel="query"):
+    fig, ax = plt.subplots(figsize=(5, 4.4))
     image = ax.imshow(values.detach().cpu().numpy(), cmap="viridis", aspect="auto")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
+    _token_axes(ax, tokens, rows=True)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -59,33 +81,31 @@ def heatmap(values, title: str, xlabel="key position", ylabel="query position"):
     return fig
 
 
-def loss_and_gradient_figure(labelled, real, logits_grad_norm, embedding_grad_norm, title: str):
+def loss_and_gradient_figure(labelled, real, logits_grad_norm, embedding_grad_norm, tokens, title: str):
     """Per sequence, per position: where the loss is taken, and which positions receive gradient.
 
     Top row: the norm of d loss / d logits at each position (non-zero only where
     a label is). Bottom row: the norm of d loss / d input embedding (non-zero at
     every real token of a labelled sequence). Labelled positions are starred,
-    [PAD] positions shaded.
+    [PAD] positions shaded; ``tokens`` holds each sequence's tokens.
     """
     rows = [(logits_grad_norm, "|d loss / d logits|"), (embedding_grad_norm, "|d loss / d input embedding|")]
     n_seq, length = labelled.shape
-    fig, axes = plt.subplots(2, n_seq, figsize=(4.2 * n_seq, 5.2), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2 * n_seq, 1, figsize=(7, 2.3 * 2 * n_seq), squeeze=False)
     positions = np.arange(length)
-    for col in range(n_seq):
+    for seq in range(n_seq):
         for row, (values, label) in enumerate(rows):
-            ax = axes[row, col]
-            v = values[col].detach().cpu().to(torch.float64).numpy()
+            ax = axes[2 * seq + row, 0]
+            v = values[seq].detach().cpu().to(torch.float64).numpy()
             ax.bar(positions, v, color="tab:blue")
-            for j in np.flatnonzero(~real[col].cpu().numpy()):
+            for j in np.flatnonzero(~real[seq].cpu().numpy()):
                 ax.axvspan(j - 0.5, j + 0.5, color="0.85", zorder=0)
-            starred = np.flatnonzero(labelled[col].cpu().numpy())
+            starred = np.flatnonzero(labelled[seq].cpu().numpy())
             ax.plot(starred, np.full(len(starred), v.max() * 1.08 if v.max() > 0 else 1.0), "r*", label="labelled")
-            ax.set_xticks(positions)
-            ax.set_title(f"sequence {col}: {label}", fontsize=9)
-            if row == 1:
-                ax.set_xlabel("position (grey: [PAD])")
+            ax.set_xticks(positions, tokens[seq], fontsize=8)
+            ax.set_title(f"sequence {seq}: {label}", fontsize=8)
     axes[0, 0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

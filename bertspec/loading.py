@@ -5,23 +5,17 @@ The bundled default model and a real checkpoint (e.g. a downloaded
 Nothing here touches the network; callers set the hub offline first.
 """
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR
+from bertspec import DEFAULT_MODEL_DIR, validate
 from bertspec.inputs import Batch, encode
 from bertspec.trace import trace_forward
+from bertspec.validate import CheckpointError, load_tokenizer
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 HEAD_PREFIX = "cls.predictions."
-
-
-class CheckpointError(ValueError):
-    """The folder given as a model is not a loadable BERT checkpoint."""
 
 
 @dataclass
@@ -68,50 +62,25 @@ def last_hidden_state(model, batch: Batch, **extra) -> torch.Tensor:
         return model.bert(**{**batch.as_kwargs(), **extra}).last_hidden_state
 
 
-def check_folder(path) -> Path:
-    """Cheap checks before anything is loaded: the folder, its config, its weights."""
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise CheckpointError(f"--bert-model {path}: no such folder; pass a local checkpoint folder (config.json, weights, vocab.txt)")
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"--bert-model {path}: no config.json; pass a folder written by save_pretrained or downloaded from a model hub")
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        raise CheckpointError(f"--bert-model {path}: config.json is not valid JSON ({err}); re-download or re-save the checkpoint") from None
-    if model_type != "bert":
-        raise CheckpointError(f"--bert-model {path}: model_type is {model_type!r}, not 'bert'; pass a BERT checkpoint such as bert-base-chinese")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise CheckpointError(f"--bert-model {path}: no weights ({' / '.join(WEIGHT_FILES[:2])}); the download is incomplete")
-    if not (folder / "vocab.txt").is_file() and not (folder / "tokenizer.json").is_file():
-        raise CheckpointError(f"--bert-model {path}: no vocab.txt or tokenizer.json; save the tokenizer into the folder too")
-    return folder
-
-
 def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("--device cuda: no CUDA GPU is visible to torch on this machine; use --device cpu")
 
 
-def load_tokenizer(folder):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except Exception as err:  # transformers raises many types for a bad tokenizer folder
-        raise CheckpointError(f"{folder}: the tokenizer does not load ({type(err).__name__}: {_first_line(err)}); check vocab.txt") from None
-
-
 def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -> ModelUnderTest:
-    """Load BertForMaskedLM from a folder (the bundled default when path is None)."""
+    """Load BertForMaskedLM from a folder (the bundled default when path is None), after validating the folder.
+
+    Raises CheckpointError, whose one-line message the caller prefixes with the option the user typed.
+    """
     from transformers import BertForMaskedLM
     from transformers.utils import logging as hf_logging
 
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise CheckpointError(f"attention implementation {attn_implementation!r} is not one of {ATTN_IMPLEMENTATIONS}")
     check_device(device)
-    folder = check_folder(path if path is not None else DEFAULT_MODEL_DIR)
+    facts = validate.check_folder(path if path is not None else DEFAULT_MODEL_DIR)
+    validate.check_against_config(facts)
+    folder = facts.folder
     # The load report for an encoder-only checkpoint is expected; we read it from loading_info instead.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -121,7 +90,7 @@ def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -
             str(folder), attn_implementation=attn_implementation, output_loading_info=True
         )
     except Exception as err:  # safetensors, pickle and torch all raise their own types
-        raise CheckpointError(f"{folder}: the weights do not load ({type(err).__name__}: {_first_line(err)}); re-download or re-save the checkpoint") from None
+        raise CheckpointError(f"{folder}: the weights do not load ({type(err).__name__}: {validate.first_line(err)}); re-download or re-save the checkpoint") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = set(info["missing_keys"])
@@ -136,8 +105,3 @@ def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -
         source="bundled default" if path is None else str(folder),
         has_mlm_head=not any(k.startswith(HEAD_PREFIX) for k in missing),
     )
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else ""

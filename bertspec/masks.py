@@ -63,10 +63,11 @@ def _value_names(mask) -> list[str]:
 
 @contextmanager
 def layer_mask_replaced(model: torch.nn.Module, replace):
-    """While open, every self-attention module receives ``replace(original_mask)`` instead."""
+    """While open, every self-attention module receives ``replace(original_mask, hidden_states)`` instead."""
 
     def hook(module, args, kwargs):
-        new = replace(mask_argument(args, kwargs))
+        hidden = args[0] if args else kwargs["hidden_states"]
+        new = replace(mask_argument(args, kwargs), hidden)
         if "attention_mask" in kwargs or len(args) < 2:
             return args, {**kwargs, "attention_mask": new}
         return (args[0], new, *args[2:]), kwargs

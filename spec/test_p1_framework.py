@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR, claims, loading
+from bertspec import DEFAULT_MODEL_DIR, loading
 from bertspec.__main__ import main as cli
 from bertspec.inputs import SENTENCE, SHORT_SENTENCE, InputTooLongError
 from bertspec.masks import layer_mask_replaced
@@ -58,9 +58,12 @@ def test_the_tracer_records_every_step_of_every_layer_in_post_ln_order(bert, evi
     every layer, which is what makes the names true.
 
     Claim ID: P1.2
+    Question: What does the tracer record, and in what order?
+    问题：tracer 记录了哪些步骤，按什么顺序？
     中文：tracer 按执行顺序记录嵌入层、每层的 attention 与前馈网络、以及预测头。
     原因：步骤名就是 BertForMaskedLM 中真实的模块路径。BERT 是 post-LN：子层输出先与输入相加，再做 LayerNorm，
-    所以 LayerNorm:input 恰好等于 dense 输出 + 残差（推理模式下 dropout 为恒等）。测试检查顺序与这一算术关系。
+    所以 LayerNorm:input 恰好等于 dense 输出 + 残差（推理模式下 dropout 为恒等）。测试对每一层检查顺序与这一算术关系，
+    正是这一点保证了步骤名的真实性。
     """
     batch = bert.encode([SENTENCE, SHORT_SENTENCE])
     trace, _ = bert.trace(batch)
@@ -89,9 +92,11 @@ def test_every_step_record_has_the_same_fields(bert, evidence):
     statistics.
 
     Claim ID: P1.3
+    Question: What fields does each recorded step have?
+    问题：每一步的记录包含哪些字段？
     中文：每一步都是字段相同的记录：名称、形状、dtype、均值、标准差、最小值、最大值、来源、张量。
     原因：统一的记录类型让不同层、不同模型、不同版本的 trace 可以比较。统计量用 float64 计算
-    （满是 finfo(float32).min 的 mask 会让 float32 均值溢出），且与是否保留张量无关；只有 None 值没有统计量。
+    （满是 finfo(float32).min 的 mask 会让 float32 均值溢出），且与是否保留张量无关；只有 None 值（没有构造 mask 时）没有统计量。
     """
     batch = bert.encode([SENTENCE, SHORT_SENTENCE])
     kept, _ = bert.trace(batch, keep_tensors=True)
@@ -120,9 +125,12 @@ def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evi
     output within the float32 kernel tolerance.
 
     Claim ID: P1.2
+    Question: Do the traced attention probabilities times V give the attention output?
+    问题：trace 记录的注意力概率乘以 V，能得到 attention 的输出吗？
     中文：trace 记录的注意力概率乘以 V，恰好得到 attention 模块的实际输出。
     原因：eager 的概率是直接观测到的（softmax 的输出），probs @ V 逐位复现上下文向量。sdpa 内核隐藏了概率，
-    tracer 由内核输入（q、k、mask、scale）推导；本断言保证推导值在 float32 内核容差内复现内核输出。
+    tracer 由内核输入（q、k、mask、scale）推导；本断言保证推导值在 float32 内核容差内复现内核输出，
+    这正是可以展示推导值的依据。
     """
     batch = bert.encode([SENTENCE, SHORT_SENTENCE])
     trace, _ = bert.trace(batch)
@@ -148,6 +156,8 @@ def test_the_trace_command_prints_every_step_and_the_prediction(settings, capsys
     checkpoint has no head to predict with, and the command says so.
 
     Claim ID: P1.2
+    Question: What does `python -m bertspec trace` print?
+    问题：`python -m bertspec trace` 会打印什么？
     中文：`python -m bertspec trace 文本` 打印每一步的表格以及每个 [MASK] 处的候选预测。
     原因：命令行与 spec 使用同一个加载器和 tracer，用户在终端看到的就是断言所检查的内容。
     只有 encoder 的 checkpoint 没有预测头，命令会如实说明。
@@ -171,6 +181,8 @@ def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_
     first and says how to fix it. The command line turns it into one line.
 
     Claim ID: P4.2c
+    Question: What happens if my input is longer than max_position_embeddings?
+    问题：输入超过 max_position_embeddings 时会怎样？
     中文：超过 max_position_embeddings 的输入会被提前拒绝，错误信息明确说"too long"。
     原因：transformers 本身会在嵌入查表深处报尺寸不匹配或索引错误，不说明原因；工具包先数 token 并给出解决办法，
     命令行只输出一行。
@@ -197,10 +209,10 @@ def _folder(tmp_path, config=None, weights=b"", vocab=True) -> Path:
 BAD_FOLDERS = {
     "missing folder": (lambda p: p / "nowhere", "no such folder"),
     "no config.json": (lambda p: _folder(p), "no config.json"),
-    "not BERT": (lambda p: _folder(p, json.dumps({"model_type": "gpt2"}), b"x"), "not 'bert'"),
+    "not BERT": (lambda p: _folder(p, json.dumps({"model_type": "gpt2"}), b"x"), "not one of bert"),
     "no weights": (lambda p: _folder(p, json.dumps({"model_type": "bert"})), "no weights"),
     "unreadable weights": (lambda p: _folder(p, (DEFAULT_MODEL_DIR / "config.json").read_text(), b"not safetensors"),
-                           "weights do not load"),
+                           "not a safetensors file"),
 }
 
 
@@ -213,6 +225,8 @@ def test_a_bad_checkpoint_folder_is_refused_with_one_line_that_says_what_to_do(c
     that names the folder and the fix — never a traceback from inside torch.
 
     Claim ID: P1.1
+    Question: What error do I get if the checkpoint folder is missing or broken?
+    问题：checkpoint 目录缺失或有问题时会报什么错？
     中文：缺失、非 BERT、不完整或无法读取的 checkpoint 目录，都只给出一行说明问题与解决办法的错误。
     原因：加载器在加载前和加载中检查目录、config.json 与权重，把每种失败都变成一行 CheckpointError，
     指出目录与修复方法，而不是 torch 内部的 traceback。
@@ -240,8 +254,11 @@ def test_a_bad_option_stops_the_session_with_one_line(case):
     error), not a page of failing tests.
 
     Claim ID: P1.1
+    Question: What happens if I pass a wrong --bert-model, --attn-implementation or --device?
+    问题：传错 --bert-model、--attn-implementation 或 --device 会怎样？
     中文：错误的 --bert-model、--attn-implementation 或 --device 会立即终止整个测试会话，只输出一行错误。
-    原因：选项在 pytest 配置会话时就被检查（早于任何测试或模型加载），用户只看到一行错误与退出码 4。
+    原因：选项在 pytest 配置会话时就被检查（早于任何测试或模型加载），用户只看到一行错误与退出码 4（用法错误），
+    而不是一整页失败的测试。
     """
     option, problem = BAD_OPTIONS[case]
     if case == "cuda without a GPU" and torch.cuda.is_available():
@@ -264,6 +281,8 @@ def test_an_encoder_only_checkpoint_loads_and_says_it_has_no_mlm_head(settings, 
     claims with that reason instead of running them on random weights.
 
     Claim ID: P1.1
+    Question: Can I load a checkpoint that has no MLM head?
+    问题：没有 MLM 头的 checkpoint 能加载吗？
     中文：没有 MLM 头权重的 checkpoint 仍可加载用于 encoder 相关断言，并被标记为没有预测头。
     原因：句向量模型通常只保存 BertModel。transformers 会为 BertForMaskedLM 随机初始化预测头；
     加载器读取加载报告，标记 has_mlm_head=False，mlm fixture 据此跳过预测头相关断言，而不是在随机权重上运行。
@@ -286,9 +305,11 @@ def test_the_tokenizer_splits_chinese_into_characters_and_keeps_bert_base_chines
     [SEP]=102, [MASK]=103, the ids the rest of the spec refers to.
 
     Claim ID: P1.1
+    Question: How does the tokenizer split Chinese, and what are the special token ids?
+    问题：分词器怎样切分中文？特殊 token 的 id 是多少？
     中文：分词器把中文切成单个汉字，并保留 bert-base-chinese 的特殊 token id。
     原因：BERT 的基础分词器在每个汉字两侧加空格，因此每个汉字是一个 token；词表保留
-    [PAD]=0、[UNK]=100、[CLS]=101、[SEP]=102、[MASK]=103。
+    [PAD]=0、[UNK]=100、[CLS]=101、[SEP]=102、[MASK]=103，即 spec 其余部分引用的 id。
     """
     ids = tokenizer(SENTENCE)["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
@@ -296,61 +317,6 @@ def test_the_tokenizer_splits_chinese_into_characters_and_keeps_bert_base_chines
     assert tokens == ["[CLS]", "北", "京", "是", "中", "国", "的", "首", "[MASK]", "。", "[SEP]"]
     specials = {t: tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")}
     assert specials == {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
-
-
-@pytest.mark.meta
-def test_every_claim_in_the_spec_has_a_docstring_in_the_claim_format(request):
-    """Every test in spec/ is a claim: a sentence, its explanation, a known claim ID, and the same in Chinese.
-
-    The report is the knowledge base, and it is built from these docstrings;
-    a test without one would be a verdict without a reason.
-
-    Claim ID: P5.1a
-    中文：spec/ 中的每个测试都是一条断言：一句话结论、解释、已知的 claim ID，以及对应的中文。
-    原因：报告就是知识库，由这些 docstring 生成；没有 docstring 的测试只有结论没有理由。
-    """
-    problems = []
-    for item in request.session.items:
-        try:
-            claims.parse(item.function.__doc__)
-        except claims.ClaimFormatError as err:
-            problems.append(f"{item.nodeid}: {err}")
-    assert problems == []
-
-
-def test_the_html_report_shows_each_claim_with_its_explanation_evidence_and_versions(settings, tmp_path):
-    """The HTML report shows, per test, the claim, its explanation in both languages, its ID and its evidence.
-
-    The report is written by pytest-html from the docstrings and the
-    ``evidence`` fixture; its header names torch, transformers, the model, the
-    attention implementation(s) and the device. The test writes a report for
-    one claim and reads back the JSON that pytest-html embeds in it.
-
-    Claim ID: P5.1a
-    中文：HTML 报告为每个测试显示结论、中英文解释、claim ID 与证据，并在页首写明版本与模型。
-    原因：报告由 pytest-html 根据 docstring 和 evidence fixture 生成；页首列出 torch、transformers、模型、
-    attention 实现与设备。测试为一条断言生成报告，再读回其中嵌入的 JSON 检查内容。
-    """
-    import html as html_lib
-
-    import transformers
-
-    report = tmp_path / "report.html"
-    model = ["--bert-model", settings.model_path] if settings.model_path else []
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "spec/test_p2_attention_mask.py::test_padded_keys_get_exactly_zero_attention_probability[eager]",
-         f"--html={report}", "--attn-implementation=eager", "-p", "no:cacheprovider", *model],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-2000:]
-    page = report.read_text(encoding="utf-8")
-    blob = json.loads(html_lib.unescape(re.search(r'data-jsonblob="([^"]*)"', page).group(1)))
-    (test,) = [t for tests in blob["tests"].values() for t in tests]
-    shown = " ".join(extra["content"] for extra in test["extras"])
-    assert "Every query, in every layer and head, gives a [PAD] key probability exactly 0.0." in shown
-    assert "每一层、每个头、每个 query 给 [PAD] key 的概率严格等于 0.0。" in shown
-    assert "P2.3b" in shown and '<table class="evidence">' in shown
-    for fact in (torch.__version__, transformers.__version__, settings.model_label, "eager"):
-        assert html_lib.escape(fact) in page
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -371,9 +337,13 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     LayerNorm differs from the identity; 首[MASK] is predicted as 都.
 
     Claim ID: P1.1
+    Question: Is the bundled tiny model trained enough to show each mechanism at work?
+    问题：自带的小模型训练得足够让每个机制都显现出作用吗？
     中文：自带模型不是退化的：注意力是尖锐的，mask、decoder 偏置与 LayerNorm 都确实起作用。
     原因：按 BERT 常用的 0.02 初始化，小模型的注意力几乎均匀、偏置全为 0，关于 mask 或偏置的断言几乎证明不了什么。
-    自带模型把 query/key 权重初始化为标准差 0.2、decoder 偏置初始化为语料的对数词频，再训练 400 步 MLM。
+    自带模型把 query/key 权重初始化为标准差 0.2、decoder 偏置初始化为语料的对数词频，再训练 400 步 MLM
+    （bertspec/default_model.py）。阈值：每层平均注意力熵低于均匀分布 log T 的 60%；去掉 mask 使真实 token 的输出变化超过 0.1；
+    去掉 decoder 偏置会改变部分预测；每个 LayerNorm 都不同于恒等变换；首[MASK] 被预测为"都"。
     """
     if not bert.is_default:
         pytest.skip("a property of the bundled model; other checkpoints are what they are")
@@ -382,7 +352,7 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     real = batch.attention_mask.bool()
     t = real[0].sum().item()
     layer_entropy = [entropy(trace.tensor(s.name)[0]).mean().item() for s in trace.all("probs")]
-    with torch.no_grad(), layer_mask_replaced(bert.model, lambda _: None):
+    with torch.no_grad(), layer_mask_replaced(bert.model, lambda mask, hidden: None):
         unmasked = bert.model(**batch.as_kwargs()).logits
     mask_effect = (unmasked - output.logits)[real].abs().max().item()
     bias = bert.model.cls.predictions.bias

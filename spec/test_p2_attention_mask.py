@@ -8,34 +8,13 @@ shorter one, right-padded, so row 1 ends in [PAD] positions.
 
 import pytest
 import torch
-import transformers
 
-from bertspec import counterfeits, masks
+from bertspec import masks, teeth, versions
 from bertspec.figures import mask_path_figure
 from bertspec.inputs import SENTENCE, SHORT_SENTENCE, pad_right
 from bertspec.modes import dropout_disabled, training
 from bertspec.reference import additive_mask
 from bertspec.tolerances import TOL
-
-TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
-
-# What a self-attention module receives, read in each version's modeling code and
-# observed on transformers 4.57.6 and 5.24.0 (torch 2.13 CPU).
-# 4.x eager: BertModel.get_extended_attention_mask -> (1.0 - mask)[:, None, None, :] * finfo.min.
-# 4.x sdpa: _prepare_4d_attention_mask_for_sdpa -> None when nothing is padded, else expanded to [B, 1, T, T].
-# 5.x: masking_utils.create_bidirectional_mask -> None when nothing is padded; eager gets an
-#      additive float [B, 1, T, T], sdpa a boolean [B, 1, T, T] (True = may attend).
-EXPECTED_FORM = {
-    (4, "eager", "unpadded"): "float [B, 1, 1, T] {-0.0}",
-    (4, "eager", "padded"): "float [B, 1, 1, T] {-0.0, finfo.min}",
-    (4, "sdpa", "unpadded"): "None",
-    (4, "sdpa", "padded"): "float [B, 1, T, T] {0.0, finfo.min}",
-    (5, "eager", "unpadded"): "None",
-    (5, "eager", "padded"): "float [B, 1, T, T] {0.0, finfo.min}",
-    (5, "sdpa", "unpadded"): "None",
-    (5, "sdpa", "padded"): "bool [B, 1, T, T] {False, True}",
-}
-
 
 def padded_batch(bert):
     return bert.encode([SENTENCE, SHORT_SENTENCE])
@@ -55,6 +34,7 @@ def kernel_tolerance(bert) -> dict:
     return TOL["exact"] if bert.attn_implementation == "eager" else TOL["float32_kernels"]
 
 
+@pytest.mark.counterfeits("mask_dropped")
 def test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask(bert, evidence):
     """Every layer's attention receives one and the same mask, built once from the 2D attention_mask.
 
@@ -64,9 +44,11 @@ def test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask(bert, ev
     lists, per layer, the form received.
 
     Claim ID: P2.1a
+    Question: Does every layer build its own attention mask?
+    问题：每一层都各自构造 attention mask 吗？
     中文：每一层的 attention 收到的是同一个 mask，由二维 attention_mask 只构造一次。
     原因：BertModel 在进入 encoder 之前把二维 mask（1=真实 token，0=[PAD]）转换一次，
-    然后原样传给每一层；对每个 query，它只允许二维 mask 为 1 的 key。
+    然后原样传给每一层；对每个 query，它只允许二维 mask 为 1 的 key。证据按层列出收到的形式。
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
@@ -88,7 +70,7 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     """The mask a layer receives is None, boolean or additive float, as this transformers version's code says.
 
     The form depends on the version and on the attention implementation (see
-    EXPECTED_FORM in this file): transformers 4.x eager always materialises
+    MASK_FORM in bertspec/versions.py): transformers 4.x eager always materialises
     ``(1.0 - mask) * finfo.min`` as [B, 1, 1, T] (all -0.0 without padding, the
     famous "all-zero" mask); 4.x sdpa and all of 5.x skip the mask (None) when
     nothing is padded; with padding 5.x gives eager an additive [B, 1, T, T]
@@ -96,8 +78,11 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     the installed version and fails if that changes.
 
     Claim ID: P2.1a
+    Question: What form does the mask take inside a layer: None, boolean or float?
+    问题：mask 传到层里时是什么形式：None、布尔还是浮点？
     中文：各层收到的 mask 是 None、布尔张量还是加性浮点张量，取决于所装 transformers 版本的代码。
-    原因：4.x eager 总是构造 [B,1,1,T] 的 (1.0-mask)*finfo.min（无 padding 时全为 -0.0，即"全0"mask）；
+    原因：形式取决于版本与 attention 实现（见 bertspec/versions.py 的 MASK_FORM）：
+    4.x eager 总是构造 [B,1,1,T] 的 (1.0-mask)*finfo.min（无 padding 时全为 -0.0，即"全0"mask）；
     4.x sdpa 与 5.x 在没有 padding 时直接传 None；有 padding 时 5.x 给 eager 加性浮点 [B,1,T,T]、
     给 sdpa 布尔 [B,1,T,T]。测试记录所装版本的实际形式，一旦改变即失败。
     """
@@ -105,14 +90,17 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     trace, _ = bert.trace(batch)
     b, t = batch.input_ids.shape
     observed = str(masks.form(trace.all("attention_mask")[0].tensor, b, t))
-    key = (TRANSFORMERS_MAJOR, bert.attn_implementation, padding)
-    evidence.table("mask form", ["transformers", "attention", "input", "observed", "expected"],
-                   [(transformers.__version__, bert.attn_implementation, padding, observed, EXPECTED_FORM.get(key, "—"))])
-    if key not in EXPECTED_FORM:
-        pytest.skip(f"no reading of transformers {transformers.__version__}'s mask code yet; observed: {observed}")
-    assert observed == EXPECTED_FORM[key]
+    key = (versions.MAJOR, bert.attn_implementation, padding)
+    evidence.table(f"observed on transformers {versions.VERSION}, {bert.attn_implementation}, {padding}",
+                   ["observed", "expected"], [(observed, versions.MASK_FORM.get(key, "—"))])
+    evidence.table("every version × implementation, as read in each version's code",
+                   *versions.table(versions.MASK_FORM, ["transformers", "attention", "input"], key))
+    if key not in versions.MASK_FORM:
+        pytest.skip(f"no reading of transformers {versions.VERSION}'s mask code yet; observed: {observed}")
+    assert observed == versions.MASK_FORM[key]
 
 
+@pytest.mark.counterfeits("mask_dropped", "mask_value_minus_infinity")
 def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, evidence):
     """Where the layer gets a float mask, it is (1.0 - attention_mask) * finfo(dtype).min.
 
@@ -123,9 +111,12 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
     formula is not used on that path, which the evidence states.
 
     Claim ID: P2.1b
+    Question: How is the 0/1 attention_mask turned into the numbers added to the scores?
+    问题：0/1 的 attention_mask 是怎样变成加到分数上的数值的？
     中文：当层收到浮点 mask 时，它等于 (1.0 - attention_mask) * finfo(dtype).min。
     原因：保留的 key 加 0，padding 的 key 加 float32 最小有限值 -3.4028e38。4.x eager 正是用这个公式
-    （保留位置为 -0.0）；5.x eager 用另一种方式得到相同数值（+0.0）；5.x sdpa 直接传布尔 mask，不经过该公式。
+    （保留位置为 -0.0，因为 (1-1)*min = -0.0）；5.x eager 用另一种方式得到相同数值（+0.0）；
+    5.x sdpa 直接传布尔 mask，不经过该公式，证据中会注明这一点。
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
@@ -155,8 +146,10 @@ def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert,
     bug: it is the additive identity, and it leaves attention untouched.
 
     Claim ID: P2.1d
+    Question: Why is the attention mask all zeros?
+    问题：为什么 attention mask 全是 0？
     中文：无 padding 时 mask 为"全0"（-0.0），加上它不会改变任何分数，连最后一位都不变。
-    原因：(1.0-1)*finfo.min 等于 -0.0，而对任何浮点数 x 有 x + (-0.0) == x（含 +0.0）。
+    原因：(1.0-1)*finfo.min 等于 -0.0（正零乘以负数），而对任何浮点数 x 有 x + (-0.0) == x（含 +0.0）。
     所以 4.x 打印出的"全0" mask 不是 bug，而是加法单位元，不改变 attention。
     """
     batch = unpadded_batch(bert)
@@ -181,17 +174,20 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     tolerance (bertspec.tolerances).
 
     Claim ID: P2.1d
+    Question: Do no mask, an all-zero mask and an all-ones mask give the same output?
+    问题：不传 mask、全 0 mask 与全 1 mask 的输出一样吗？
     中文：不传 mask、显式的全0 mask、全1的二维 mask，三者得到相同的 encoder 输出。
     原因：三者表达的都是"所有 key 都可见"：第一个什么都不加，第二个加 0，第三个被 transformers
-    转换成前两者之一。eager 结果逐位相同；sdpa 可能因有无 mask 选择不同的融合内核，按 float32 内核容差比较。
+    转换成前两者之一。eager 结果逐位相同；sdpa 可能因有无 mask 选择不同的融合内核，
+    按 float32 内核容差（bertspec.tolerances）比较。
     """
     batch = unpadded_batch(bert)
     b, t = batch.input_ids.shape
     all_ones = bert.last_hidden(batch)
-    with masks.layer_mask_replaced(bert.model, lambda _: None):
+    with masks.layer_mask_replaced(bert.model, lambda mask, hidden: None):
         no_mask = bert.last_hidden(batch)
     zeros = torch.zeros(b, 1, t, t, device=batch.input_ids.device)
-    with masks.layer_mask_replaced(bert.model, lambda _: zeros):
+    with masks.layer_mask_replaced(bert.model, lambda mask, hidden: zeros):
         all_zero = bert.last_hidden(batch)
     evidence.table("max |difference| of the last hidden state", ["pair", "max abs diff"],
                    [("no mask vs all-ones 2D", (no_mask - all_ones).abs().max()),
@@ -200,6 +196,7 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     torch.testing.assert_close(all_zero, all_ones, **kernel_tolerance(bert))
 
 
+@pytest.mark.counterfeits("mask_dropped", "mask_inverted")
 def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
     """Every query, in every layer and head, gives a [PAD] key probability exactly 0.0.
 
@@ -210,9 +207,12 @@ def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
     chapter checks that they reproduce the kernel's output.)
 
     Claim ID: P2.3b
+    Question: How much attention does a [PAD] key get?
+    问题：[PAD] 位置的 key 会得到多少注意力？
     中文：每一层、每个头、每个 query 给 [PAD] key 的概率严格等于 0.0。
     原因：softmax 中 exp(x_j - max x)；padding 位置 x_j = score + finfo.min ≈ -3.4e38，
     远小于 float32 最小次正规数的对数（约 -103.3），exp 下溢为精确的 0，而不只是很小。
+    （sdpa 的概率由内核自身的输入推导得到；tracer 一章检查它们能复现内核输出。）
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
@@ -226,6 +226,7 @@ def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
         assert torch.equal(at_padding, torch.zeros_like(at_padding)), f"layer {layer}: max {at_padding.max():.3g}"
 
 
+@pytest.mark.counterfeits("mask_dropped", "mask_value_minus_infinity")
 def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evidence):
     """At a padded key, score + finfo.min rounds to finfo.min itself: the score is absorbed.
 
@@ -235,9 +236,12 @@ def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evide
     sdpa) adds no number; the kernel fills -inf instead, which the tracer records.
 
     Claim ID: P2.3b
+    Question: What is score + finfo.min at a padded key?
+    问题：padding 的 key 处 score + finfo.min 等于多少？
     中文：在 padding 的 key 处，score + finfo.min 舍入后就是 finfo.min 本身：分数被"吞掉"。
     原因：float32 在 3.4e38 附近的间距约为 2^104≈2e31，量级为 10 的分数远小于半个间距，
-    所以和被舍入回 finfo.min。布尔 mask（5.x sdpa）不做加法，内核改为填入 -inf。
+    所以和被舍入回 finfo.min。加法之后，这个 key 原来的分数已不复存在。
+    布尔 mask（5.x sdpa）不做加法，内核改为填入 -inf，tracer 记录的就是它。
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
@@ -260,8 +264,11 @@ def test_every_attention_row_sums_to_one(bert, evidence):
     T float32 terms, each rounded to 2^-24 relative (TOL["prob_sum"]).
 
     Claim ID: P2.3b
+    Question: Does every attention row still sum to 1 with padding, [PAD] queries included?
+    问题：有 padding 时每行注意力之和还是 1 吗？[PAD] 的 query 也是吗？
     中文：每个 query 的注意力概率之和为 1，padding 位置的 query 也一样。
     原因：mask 只是把某些 key 从 softmax 的求和中去掉，并不去掉 query；每一行仍是对可见 key 的概率分布。
+    容差：T 个 float32 项，每项按 2^-24 的相对误差舍入（TOL["prob_sum"]）。
     """
     trace, _ = bert.trace(padded_batch(bert))
     sums = torch.stack([trace.tensor(s.name).cpu().sum(-1) for s in trace.all("probs")])
@@ -269,6 +276,7 @@ def test_every_attention_row_sums_to_one(bert, evidence):
     torch.testing.assert_close(sums, torch.ones_like(sums), **TOL["prob_sum"])
 
 
+@pytest.mark.counterfeits("mask_dropped", "mask_inverted")
 def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evidence):
     """A [PAD] position still gets an output vector, but changing it changes no real token's output.
 
@@ -280,10 +288,12 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
     sdpa is held to the float32 kernel tolerance.
 
     Claim ID: P2.3b
+    Question: Does a [PAD] position get an output, and can it affect the real tokens?
+    问题：[PAD] 位置有输出吗？它会影响真实 token 吗？
     中文：[PAD] 位置仍有输出向量，但改变它不会改变任何真实 token 的输出。
     原因：mask 屏蔽的是作为 key 的 padding；作为 query 的 padding 行照常计算并关注真实 token，
-    其输出有限、取决于该位置的 token，下游会忽略（label=-100 等）。由于作为 key 的概率精确为 0，
-    无论 padding 槽放什么 id，真实 token 的输出都不变。
+    其输出有限、取决于该位置的 token，下游会忽略（label=-100、按 mask 池化）。由于作为 key 的概率精确为 0，
+    无论 padding 槽放什么 id，真实 token 的输出都逐位不变（eager）；sdpa 按 float32 内核容差比较。
     """
     batch = padded_batch(bert)
     pad = padded_keys(batch).to(batch.input_ids.device)
@@ -305,6 +315,8 @@ def test_train_and_eval_modes_hand_every_layer_the_same_mask(bert, evidence):
     reads ``self.training``. Dropout is the only train-time switch.
 
     Claim ID: P2.1c
+    Question: Is the attention mask different in train mode and eval mode?
+    问题：训练模式和推理模式下的 attention mask 一样吗？
     中文：训练模式与推理模式下，每一层收到的 mask 完全相同。
     原因：mask 只由 attention_mask 构造，构造过程不读取 self.training；训练时唯一的开关是 dropout。
     """
@@ -329,6 +341,8 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     kernel tolerance (sdpa).
 
     Claim ID: P2.1c
+    Question: Why does the output change in train mode?
+    问题：为什么训练模式下输出会变？
     中文：训练模式下输出的变化只来自 dropout：把所有 dropout 设为 0 后，训练模式与推理模式输出相同。
     原因：开启 dropout（hidden 与 attention，概率取自 config）时训练模式输出与推理模式不同；
     把所有 dropout 概率设为 0 后，训练模式精确复现推理模式（eager），sdpa 在 float32 内核容差内相同。
@@ -350,6 +364,7 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
         assert (train_out - eval_out)[real].abs().max() > 1e-3, "dropout is on but train mode changed nothing"
 
 
+@pytest.mark.counterfeits("mask_dropped", "mask_token_hidden")
 def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evidence):
     """The attention padding mask and the MLM [MASK] token are two different inputs that never meet.
 
@@ -359,6 +374,8 @@ def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evide
     layer's mask lets every query attend to it.
 
     Claim ID: P2.2a
+    Question: Is the attention mask the same thing as the [MASK] token?
+    问题：attention mask 和 [MASK] token 是一回事吗？
     中文：attention 的 padding mask 与 MLM 的 [MASK] token 是两种不同的输入，互不相干。
     原因：padding 是 attention_mask 中的 0，变成加在分数上的偏置（或布尔值）；[MASK] 是 input_ids 里的
     一个 token id（中文词表中为 103），其 attention_mask 为 1，训练时带 label；层收到的 mask 允许所有 query 关注它。
@@ -381,6 +398,7 @@ def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evide
     assert torch.equal(allowed[:, 0, :], am.bool()), "the layer mask hides exactly the [PAD] keys"
 
 
+@pytest.mark.counterfeits("mask_token_hidden")
 def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evidence):
     """[MASK] is an ordinary visible token: every query gives it weight, and it gives every real token weight.
 
@@ -389,6 +407,8 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
     query attends to all real keys; only [PAD] keys are hidden.
 
     Claim ID: P2.2b
+    Question: Is the [MASK] token hidden from attention?
+    问题：[MASK] token 在 attention 中会被屏蔽吗？
     中文：[MASK] 是普通的可见 token：每个 query 都给它正的权重，它也给每个真实 token 正的权重。
     原因：attention 中没有任何针对 id 103 的特殊处理。[MASK] 像其他 token 一样有嵌入，
     作为 key 得到所有 query 的正概率，作为 query 关注所有真实 key；只有 [PAD] 被隐藏。
@@ -404,6 +424,7 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
     assert bool((to_mask > 0).all()) and bool((from_mask > 0).all())
 
 
+@pytest.mark.counterfeits("mask_dropped")
 def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(mlm, evidence):
     """The logits at [MASK] are the same with 0, 1 or 8 [PAD] tokens appended, and so is the prediction.
 
@@ -412,6 +433,8 @@ def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(m
     hence the float32 kernel tolerance rather than bit equality.
 
     Claim ID: P2.2c
+    Question: Does padding change the prediction at [MASK]?
+    问题：padding 会改变 [MASK] 处的预测吗？
     中文：在句尾追加 0、1 或 8 个 [PAD]，[MASK] 位置的 logits 与预测都不变。
     原因：padding key 的概率精确为 0，对真实 token 的上下文没有贡献；矩阵变长只改变浮点加法顺序，
     因此按 float32 内核容差而非逐位比较。
@@ -431,6 +454,7 @@ def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(m
         assert top[n] == top[0]
 
 
+@pytest.mark.counterfeits("mask_dropped")
 def test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability(bert, evidence):
     """Along the mask's path — 2D mask, layer mask, scores + mask, softmax — a [PAD] key is hidden at every step.
 
@@ -440,6 +464,8 @@ def test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability(bert,
     assertions check the same four arrays the figure draws.
 
     Claim ID: P2.3c
+    Question: At which step is a [PAD] key hidden: the mask, the scores or the softmax?
+    问题：[PAD] key 是在哪一步被屏蔽的：mask、scores 还是 softmax？
     中文：沿 mask 的处理路径——二维 mask、层收到的 mask、scores + mask、softmax——[PAD] key 每一步都被屏蔽。
     原因：图中跟踪第 1 行（以 [PAD] 结尾）在第 0 层第 0 个头的处理：(1) 二维输入，(2) 层收到的 mask（可见与否），
     (3) scores + mask，padding 处为最小值，(4) 概率，padding 处为 0。断言检查的正是图中的四个数组。
@@ -454,8 +480,9 @@ def test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability(bert,
     probs = trace.tensor(trace.all("probs")[0].name)[row, 0].cpu()
     hidden = mask_2d == 0
     evidence.figure("the mask's path (layer 0, head 0, row 1)",
-                    mask_path_figure(mask_2d, allowed[0], masked, probs,
-                                     f"{bert.attn_implementation}, row {row}: positions 0..{t - 1}, [PAD] at {hidden.nonzero().flatten().tolist()}"))
+                    mask_path_figure(mask_2d, allowed[0], masked, probs, bert.tokens(batch, row),
+                                     f"{bert.attn_implementation}, row {row}: [PAD] at positions {hidden.nonzero().flatten().tolist()}"),
+                    derived=trace.all("probs")[0].source == "derived")
     assert bool(hidden.any())
     assert torch.equal(~allowed[0], hidden)
     assert bool((masked[:, hidden] < -1e30).all())
@@ -473,9 +500,12 @@ def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_sn
     snapshot serves eager and sdpa on transformers 4 and 5.
 
     Claim ID: P2.1a
+    Question: Has the bundled model's layer-0 attention changed since it was reviewed?
+    问题：自带模型第 0 层的 attention 与审核时相比有变化吗？
     中文：自带模型在 padding batch 上第 0 层的 attention 与已审核的快照一致。
     原因：这些数值为何正确由上面的断言保证（[PAD] 处为 0、每行和为 1、mask 恰好允许真实 key）；
     快照固定其余部分（模型学到的分数），使 transformers、torch 或模型文件的变化表现为可审阅的差异。
+    allowed 矩阵对每种 mask 形式都相同，所以同一个快照适用于 transformers 4 与 5 上的 eager 与 sdpa。
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
@@ -486,34 +516,6 @@ def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_sn
     }
 
 
-CATCH_A_DROPPED_MASK = [
-    test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask,
-    test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum,
-    test_padded_keys_get_exactly_zero_attention_probability,
-    test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself,
-    test_padded_positions_get_outputs_that_never_reach_the_real_tokens,
-    test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs,
-    test_appending_padding_does_not_change_the_prediction_at_the_mask_position,
-    test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability,
-]
+# ---- the claims above go red on the counterfeits declared at them ----
 
-
-@pytest.mark.meta
-@pytest.mark.parametrize("claim", CATCH_A_DROPPED_MASK, ids=lambda f: f.__name__.removeprefix("test_"))
-def test_the_mask_claims_fail_on_a_model_that_drops_the_mask_before_attention(bert, claim):
-    """The chapter's claims go red on a counterfeit BERT whose layers never receive the padding mask.
-
-    The counterfeit is the model under test with a pre-hook that hands every
-    self-attention module ``None`` instead of its mask, as a bug in mask routing
-    would. Each listed claim is run against it and must raise AssertionError;
-    a claim that stayed green here would be proving nothing about the mask.
-
-    Claim ID: P1.1
-    中文：在一个各层收不到 padding mask 的"伪造" BERT 上，本章的断言都会失败。
-    原因：伪造模型就是被测模型加一个 pre-hook，让每个 self-attention 收到 None 而不是 mask（模拟 mask 传递的 bug）。
-    列出的每条断言都必须抛出 AssertionError；在这里仍然通过的断言对 mask 没有证明力。
-    """
-    if "mlm" in claim.__code__.co_varnames and not bert.has_mlm_head:
-        pytest.skip("the claim needs an MLM head")
-    with counterfeits.mask_dropped(bert) as counterfeit:
-        counterfeits.assert_claim_fails(claim, counterfeit)
+test_each_claim_goes_red_on_the_counterfeits_declared_at_it = teeth.meta_test(globals())

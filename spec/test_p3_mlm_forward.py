@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from bertspec import counterfeits
+from bertspec import counterfeits, teeth, versions
 from bertspec.figures import loss_and_gradient_figure
 from bertspec.inputs import PAIR, SENTENCE, SHORT_SENTENCE
 from bertspec.modes import training
@@ -31,7 +31,6 @@ from bertspec.reference import ACTIVATIONS, IGNORE_INDEX, additive_mask, from_mo
 from bertspec.tolerances import TOL
 from bertspec.trace import MODEL_INPUTS
 
-TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "corpus.zh.txt"
 SEED = 0
 
@@ -139,6 +138,8 @@ def test_every_step_from_input_ids_to_the_logits_has_the_shape_the_config_implie
     (sequence_output). The evidence lists every step with its key values.
 
     Claim ID: P3.1a
+    Question: What shape does each tensor have on the way from input_ids to the logits?
+    问题：从 input_ids 到 logits，每一步张量的形状是什么？
     中文：从 input_ids 到 logits 的每一步记录都具有配置所决定的形状，最后一层的输出就是 sequence_output。
     原因：B 个长度为 T 的序列先是 [B,T] 的 id，经过嵌入层和每一层都是 [B,T,hidden]；attention 的分数矩阵是
     [B,heads,T,T]，前馈网络扩展到 [B,T,intermediate]，decoder 映射到 [B,T,vocab]。最后一层最后一个 LayerNorm
@@ -169,6 +170,8 @@ def test_the_embeddings_are_word_plus_token_type_plus_position_vectors_then_laye
     used so that both token types occur.
 
     Claim ID: P3.1b
+    Question: How are BERT's input embeddings computed?
+    问题：BERT 的输入嵌入是怎样计算的？
     中文：嵌入层输出等于 LayerNorm(word[id] + token_type[type] + position[位置])，eps 取自配置。
     原因：三张表各查一次、按 token 相加（transformers 先加 word，再加 token type，最后加 position；测试按同样顺序相加，
     所以和与模块内部逐位相同），再做一次 eps 为 layer_norm_eps 的 LayerNorm。推理模式下其后的 dropout 是恒等映射，
@@ -207,6 +210,8 @@ def test_in_training_mode_embedding_dropout_zeroes_a_fraction_p_and_scales_the_r
     mode (every other claim) it is the identity.
 
     Claim ID: P3.1b
+    Question: What does dropout do to the embeddings in training mode?
+    问题：训练模式下 dropout 对嵌入层的输出做了什么？
     中文：训练模式下，嵌入层的 dropout 把约 hidden_dropout_prob 比例的值置零，其余乘以 1/(1-p)。
     原因：dropout 是 BertEmbeddings 的最后一步：每个值以 1-p 的概率保留并除以 1-p，期望不变。保留的值恰好等于
     LayerNorm 输出乘以 float32(1/(1-p))；置零比例落在 p 的 5 个二项标准差之内。推理模式下（其他所有断言）它是恒等映射。
@@ -252,8 +257,10 @@ def test_each_encoder_layer_recomputed_by_hand_is_attention_residual_layernorm_t
     error cannot hide in an earlier one. Tolerance: TOL["reference_component"].
 
     Claim ID: P3.1c
+    Question: What exactly happens inside one encoder layer?
+    问题：一个 encoder 层内部到底做了什么？
     中文：每个 encoder 层都是 LayerNorm(x + Attention(x))，再 LayerNorm(a + FFN(a))：逐个子层手工重算。
-    原因：参考实现写出每个子层：多头注意力 softmax(qk^T/sqrt(d) + mask)v，输出投影加残差后做 LayerNorm
+    原因：参考实现（bertspec/reference.py）写出每个子层：多头注意力 softmax(qk^T/sqrt(d) + mask)v，输出投影加残差后做 LayerNorm
     （post-LN：先相加再归一化），前馈网络 dense→激活→dense，加残差后 LayerNorm。每个子层都输入 transformers
     对应子层实际收到的张量，误差无法藏在前面的子层里。容差见 TOL["reference_component"]。
     """
@@ -283,6 +290,8 @@ def test_the_feed_forward_and_head_activation_is_the_configured_gelu_not_its_oth
     bit and differs from the other variant.
 
     Claim ID: P3.1c
+    Question: Does BERT use the exact GELU or the tanh approximation?
+    问题：BERT 用的是精确的 GELU 还是 tanh 近似？
     中文：前馈网络与预测头的非线性就是配置的那个："gelu" 是用 erf 精确计算的 GELU，而非 tanh 近似。
     原因：transformers 中 hidden_act="gelu" 是用 erf 计算的 x·Φ(x)；原始 TensorFlow BERT 与 GPT-2 用的是 tanh
     近似（"gelu_new"）。两者最多相差 4.7e-4（在 x≈±2.7 处），很小，但选错的重写无法复现模型。激活输出与配置的函数逐位相同，
@@ -315,10 +324,12 @@ def test_every_layernorm_standardises_each_position_then_scales_and_shifts_it_wi
     what a wrong eps or the unbiased variance would change.
 
     Claim ID: P3.1c
+    Question: What does BERT's LayerNorm compute, and with which eps?
+    问题：BERT 的 LayerNorm 计算的是什么，eps 是多少？
     中文：每个 LayerNorm 的输出都是逐位置的 weight·(x−mean)/sqrt(var+eps)+bias，方差为有偏方差，eps 取自配置。
     原因：对 trace 记录到的每个 LayerNorm（嵌入层、每层两个、预测头的 transform）用 float64 手工计算。标准化部分在每个
     位置上均值为 0、方差为 1，这正是步骤表中 LayerNorm 输出均值≈0、标准差≈1 的原因（当学到的 weight 接近 1、bias 接近 0）。
-    容差远小于 eps 错误或使用无偏方差造成的差异。
+    容差 TOL["layernorm_by_hand"] 远小于 eps 错误或使用无偏方差造成的差异。
     """
     trace, _ = bert.trace(masked_batch(bert))
     eps = bert.config.layer_norm_eps
@@ -360,6 +371,8 @@ def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_sn
     version), so they are left out; everything else is the same on 4.57 and 5.x.
 
     Claim ID: P3.1d
+    Question: Has any step of the bundled model's forward pass changed since it was reviewed?
+    问题：自带模型前向传播的某一步与审核时相比有变化吗？
     中文：自带模型在计划例句上的每一步（形状与均值/标准差/最小值/最大值）都与已审核的快照一致。
     原因：这些数值为何正确由前面的断言保证，并在此再做廉价检查：形状由配置决定；LayerNorm 输出是经缩放平移的标准化向量
     （weight≈1 时均值≈0、标准差≈1）；注意力概率在 [0,1]；GELU 输出不低于其最小值 -0.17；logits 是无界分数。
@@ -384,6 +397,7 @@ def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_sn
 
 # ---- P4.2b the reference end to end ----
 
+@pytest.mark.counterfeits("head_without_transform")
 def test_the_reference_forward_reproduces_transformers_logits_sequence_output_and_loss(mlm, evidence):
     """The from-scratch reference, given only the state dict, reproduces transformers' logits, sequence_output and loss.
 
@@ -394,6 +408,8 @@ def test_the_reference_forward_reproduces_transformers_logits_sequence_output_an
     model is held to TOL["reference_model"] (rtol 1.3e-6, atol 1e-5).
 
     Claim ID: P4.2b
+    Question: Can BERT be rebuilt from scratch from its state dict alone?
+    问题：只用 state dict 能从零重建 BERT 吗？
     中文：只拿到 state dict 的从零实现，复现了 transformers 的 logits、sequence_output 与 loss。
     原因：bertspec/reference.py 以 strict=True 加载权重并写出每一步；在带 padding 与 [MASK] 的 batch 上端到端运行，
     与 transformers 处处一致（含 padding 位置）。eager 下实际逐位相同；sdpa 的融合内核舍入不同，整个模型按
@@ -422,6 +438,8 @@ def test_the_reference_predicts_the_same_token_as_transformers_at_every_mask(mlm
     reference's largest logit difference.
 
     Claim ID: P4.2b
+    Question: Does the from-scratch reference predict the same tokens as transformers?
+    问题：从零实现预测的 token 与 transformers 一样吗？
     中文：在每个 [MASK] 位置，参考实现得分最高的 token 与 transformers 的相同。
     原因：logits 接近时，若两个候选几乎并列，argmax 仍可能不同；证据给出每个位置第一与第二高分之差，
     它比参考实现与 transformers 的最大 logit 差大许多个数量级。
@@ -441,6 +459,7 @@ def test_the_reference_predicts_the_same_token_as_transformers_at_every_mask(mlm
 
 # ---- P3.2 the prediction head ----
 
+@pytest.mark.counterfeits("head_without_transform")
 def test_the_prediction_head_is_a_transform_dense_activation_layernorm_followed_by_the_decoder(mlm, evidence):
     """The MLM head is a transform (dense hidden→hidden, activation, LayerNorm) followed by the decoder (hidden→vocab).
 
@@ -450,9 +469,11 @@ def test_the_prediction_head_is_a_transform_dense_activation_layernorm_followed_
     the model's logits (TOL["reference_component"]).
 
     Claim ID: P3.2a
+    Question: What is inside BERT's MLM prediction head?
+    问题：BERT 的 MLM 预测头里有什么？
     中文：MLM 预测头由 transform（dense hidden→hidden、激活、LayerNorm）和随后的 decoder（hidden→vocab）组成。
     原因：BertLMPredictionHead 在每个位置先做 transform = LayerNorm(act(dense(h)))，再做 decoder(x) = xWᵀ + b。
-    参考实现从 sequence_output 重算，每一阶段都与 trace 记录的一致，结果等于模型的 logits。
+    参考实现从 sequence_output 重算，每一阶段都与 trace 记录的一致，结果等于模型的 logits（TOL["reference_component"]）。
     """
     head = mlm.model.cls.predictions
     c, v = mlm.config.hidden_size, mlm.config.vocab_size
@@ -480,6 +501,7 @@ def test_the_prediction_head_is_a_transform_dense_activation_layernorm_followed_
     torch.testing.assert_close(logits, output.logits, **TOL["reference_component"])
 
 
+@pytest.mark.counterfeits("head_without_transform")
 def test_removing_the_head_transform_changes_the_logits_and_the_predictions(mlm, evidence):
     """Without its transform the head scores the raw sequence_output, and the logits and predictions change.
 
@@ -492,10 +514,13 @@ def test_removing_the_head_transform_changes_the_logits_and_the_predictions(mlm,
     transform turns each vector (cosine between its input and output).
 
     Claim ID: P3.2b
+    Question: Why does the MLM head need a transform before the decoder?
+    问题：MLM 预测头为什么要在 decoder 之前做 transform？
     中文：去掉 transform 后，预测头直接对 sequence_output 打分，logits 与预测都会改变。
     原因：decoder 就是词嵌入矩阵，logit 是与 token 输入嵌入的点积；transform（dense、GELU、带自身 weight 和 bias
-    的 LayerNorm）先把每个 sequence_output 向量变换到这个空间再比较。跳过它会使 logits 改变 O(1) 量级，真实位置的
-    argmax 也会改变。证据给出 transform 把每个向量转动了多少（输入与输出的余弦）。
+    的 LayerNorm）先把每个 sequence_output 向量变换到这个空间再比较。跳过它（预测头直接看到 sequence_output，
+    即 bertspec/counterfeits.py 中的伪造模型）会使 logits 改变 O(1) 量级，真实位置的 argmax 也会改变。
+    证据给出 transform 把每个向量转动了多少（输入与输出的余弦）。
     """
     batch = masked_batch(mlm)
     real = real_tokens(batch)
@@ -523,9 +548,11 @@ def test_the_decoder_maps_batch_seq_hidden_to_batch_seq_vocab_one_score_per_voca
     TOL["reference_component"]).
 
     Claim ID: P3.2c
+    Question: How does the decoder turn a hidden state into one score per vocabulary token?
+    问题：decoder 怎样把隐藏状态变成词表中每个 token 的分数？
     中文：decoder 把 [batch, seq, hidden] 映射为 [batch, seq, vocab]：每个位置对词表中每个 token 给出一个分数。
     原因：其权重为 [vocab, hidden]，第 v 行是 token v 的向量，所以某位置的第 v 个 logit 是该行与变换后隐藏状态的点积
-    加上 bias v。在一个 [MASK] 位置用矩阵-向量乘法手工验证。
+    加上 bias v。在一个 [MASK] 位置用矩阵-向量乘法手工验证（TOL["reference_component"]）。
     """
     batch = masked_batch(mlm)
     trace, output = mlm.trace(batch)
@@ -549,6 +576,7 @@ def storage_span(t: torch.Tensor) -> range:
     return range(start, start + t.untyped_storage().nbytes())
 
 
+@pytest.mark.counterfeits("untied_decoder", "untied_decoder_perturbed")
 def test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own(mlm, evidence):
     """The decoder's weight is the word-embedding matrix itself (same storage, not a copy); its bias is a separate vector.
 
@@ -560,6 +588,8 @@ def test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_
     [vocab], which the decoder uses as its bias, stored outside the matrix.
 
     Claim ID: P3.2c
+    Question: Is the decoder weight a copy of the word embeddings?
+    问题：decoder 的权重是词嵌入矩阵的拷贝吗？
     中文：decoder 的权重就是词嵌入矩阵本身（同一存储，不是拷贝）；它的 bias 是一个独立的向量。
     原因：权重共享：输入查表与输出打分共用一个 [vocab, hidden] 参数，经任一用途的更新都会同时改变两者。数值相等不能证明这一点
     （加载时做的拷贝在第一次训练更新前也相等）：两者是同一个 Parameter 对象、同一个地址。bias 在嵌入层中没有对应物：
@@ -579,6 +609,7 @@ def test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_
     assert bias.data_ptr() not in storage_span(W)
 
 
+@pytest.mark.counterfeits("logits_softmaxed")
 def test_prediction_scores_are_unnormalised_logits_that_softmax_turns_into_a_distribution(mlm, evidence):
     """The prediction scores are unnormalised logits: softmax turns each position's into a distribution, and its argmax is the prediction.
 
@@ -589,6 +620,8 @@ def test_prediction_scores_are_unnormalised_logits_that_softmax_turns_into_a_dis
     softmax at all.
 
     Claim ID: P3.2d
+    Question: Are prediction_scores probabilities?
+    问题：prediction_scores 是概率吗？
     中文：prediction_scores 是未归一化的 logits：softmax 把每个位置的分数变成概率分布，其 argmax 就是预测。
     原因：logit 是点积加偏置，可以是任意实数，不是概率。softmax(z)_v = exp(z_v)/Σexp(z) 把一个位置的分数映射到 (0,1)
     且和为 1；它是单调的，所以概率最大的 token 就是分数最高的 token，不做 softmax 直接取 logits 的 argmax 即是预测。
@@ -609,6 +642,7 @@ def test_prediction_scores_are_unnormalised_logits_that_softmax_turns_into_a_dis
     assert torch.equal(probs.argmax(-1), logits.argmax(-1))
 
 
+@pytest.mark.counterfeits("head_without_transform")
 def test_the_bundled_model_completes_beijing_is_chinas_capital_with_du(mlm, evidence):
     """On the bundled model, 北京是中国的首[MASK]。 is completed with 都 ("capital"), the plan's example.
 
@@ -618,6 +652,8 @@ def test_the_bundled_model_completes_beijing_is_chinas_capital_with_du(mlm, evid
     bundled model only.
 
     Claim ID: P3.2d
+    Question: What does the bundled model predict for 北京是中国的首[MASK]?
+    问题：自带模型把"北京是中国的首[MASK]"补全成什么？
     中文：在自带模型上，北京是中国的首[MASK]。被补全为"都"，即计划中的例子。
     原因：[MASK] 位置 logits 的 argmax 就是预测；自带模型在 fixtures/corpus.zh.txt 上训练，其中"首都"很常见。
     其他 checkpoint 预测的是它们各自学到的内容，因此本断言只在自带模型上运行。
@@ -636,6 +672,7 @@ def test_the_bundled_model_completes_beijing_is_chinas_capital_with_du(mlm, evid
 
 # ---- P3.3 the loss ----
 
+@pytest.mark.counterfeits("loss_counting_ignored_positions")
 def test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100(mlm, evidence):
     """BertForMaskedLM's loss is CrossEntropyLoss over the flattened logits with ignore_index=-100: only labelled positions count.
 
@@ -646,9 +683,12 @@ def test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100(mlm, eviden
     contribute nothing, not even to the count.
 
     Claim ID: P3.3a
+    Question: What loss does BertForMaskedLM compute, and why are -100 labels ignored?
+    问题：BertForMaskedLM 算的是什么 loss？为什么标签 -100 会被忽略？
     中文：BertForMaskedLM 的 loss 就是在展平的 logits 上、ignore_index=-100 的 CrossEntropyLoss：只有带标签的位置计入。
     原因：CrossEntropyLoss 的默认 ignore_index 是 -100，这就是"-100 表示没有标签"的由来。模型的 loss 与在 [B·T, V]
-    logits 上算出的该损失逐位相同，也等于只对带标签位置计算的交叉熵（差别仅在 float32 求和顺序）：被忽略的位置毫无贡献，连计数都不算。
+    logits 上算出的该损失逐位相同，也等于只对带标签位置计算的交叉熵（差别仅在 float32 求和顺序，TOL["loss_reduction"]）：
+    被忽略的位置毫无贡献，连计数都不算。
     """
     batch = masked_batch(mlm)
     labels = answer_labels(mlm, batch)
@@ -666,6 +706,7 @@ def test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100(mlm, eviden
     torch.testing.assert_close(output.loss, only_labelled, **TOL["loss_reduction"])
 
 
+@pytest.mark.counterfeits("loss_counting_ignored_positions")
 def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm, evidence):
     """A loss written by hand — log-softmax, gather the label's entry, mean over labelled positions — equals the model's.
 
@@ -675,6 +716,8 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
     term.
 
     Claim ID: P3.3b
+    Question: How do I compute the MLM loss by hand?
+    问题：怎样手工计算 MLM 的 loss？
     中文：手写的损失——log-softmax、取出标签对应项、对带标签位置求平均——等于模型的 loss。
     原因：一个位置的交叉熵是 −log softmax(z)[label] = logsumexp(z) − z[label]；loss 是它在标签不为 -100 的位置上的平均
     （bertspec.reference.mlm_loss）。证据列出每个带标签位置的项。
@@ -691,6 +734,7 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
     torch.testing.assert_close(by_hand, output.loss, **TOL["loss_reduction"])
 
 
+@pytest.mark.counterfeits("loss_counting_ignored_positions")
 def test_only_labelled_positions_receive_gradient_on_the_logits(mlm, evidence):
     """d loss / d logits is exactly zero at every position labelled -100, and (softmax − one_hot(label)) / n at the n labelled ones.
 
@@ -701,6 +745,8 @@ def test_only_labelled_positions_receive_gradient_on_the_logits(mlm, evidence):
     This is "only [MASK] positions take part in the update" — for the logits.
 
     Claim ID: P3.3c
+    Question: Which positions receive gradient on the logits?
+    问题：logits 上哪些位置会收到梯度？
     中文：在标签为 -100 的每个位置，d loss / d logits 严格为 0；在 n 个带标签位置上为 (softmax − one_hot(label)) / n。
     原因：loss 只读取带标签位置的 logits，其他位置的 logits 不会收到任何梯度：是 0.0，不是很小。带标签位置上平均交叉熵的梯度是
     (p − y)/n：每个词表项按其概率被压低，标签项被抬高。这就是"只有 [MASK] 位置参与梯度更新"——就 logits 而言。
@@ -718,6 +764,7 @@ def test_only_labelled_positions_receive_gradient_on_the_logits(mlm, evidence):
     torch.testing.assert_close(grads.logits_grad[labelled], expected[labelled], **TOL["softmax_gradient"])
 
 
+@pytest.mark.counterfeits("loss_counting_ignored_positions", "gradient_only_at_labels")
 def test_every_real_token_of_a_labelled_sequence_receives_gradient_on_its_input_embedding(mlm, evidence):
     """Yet every real token of a labelled sequence gets gradient on its input embedding, unlabelled ones included; [PAD] gets exactly none.
 
@@ -729,6 +776,8 @@ def test_every_real_token_of_a_labelled_sequence_receives_gradient_on_its_input_
     position.
 
     Claim ID: P3.3c
+    Question: Do unmasked tokens get any gradient in MLM training?
+    问题：MLM 训练中没有被遮盖的 token 会收到梯度吗？
     中文：然而，带标签序列中每个真实 token 的输入嵌入都会收到梯度（包括没有标签的 token）；[PAD] 严格收不到。
     原因：这一点常与上一条混淆。[MASK] 处的 logit 通过每一层的 attention 依赖于它能看到的所有 token，所以梯度会到达它们
     全部的输入嵌入（以及权重）。[PAD] 位置是被屏蔽的 key（概率严格为 0），又没有标签，因此梯度严格为 0.0。图中按位置展示两者。
@@ -740,6 +789,7 @@ def test_every_real_token_of_a_labelled_sequence_receives_gradient_on_its_input_
     logits_norm, embedding_norm = grads.logits_grad.norm(dim=-1), grads.embedding_grad.norm(dim=-1)
     evidence.figure("which positions carry loss and which receive gradient",
                     loss_and_gradient_figure(labelled, real, logits_norm, embedding_norm,
+                                             [mlm.tokens(batch, r) for r in range(len(real))],
                                              f"{mlm.attn_implementation}: stars = labelled positions, grey = [PAD]"))
     evidence.matrix("|d loss / d input embedding| per position", embedding_norm, [f"row {b}" for b in range(len(real))], range(real.shape[1]))
     assert bool(labelled.any(dim=1).all()), "every row carries a label"
@@ -748,6 +798,7 @@ def test_every_real_token_of_a_labelled_sequence_receives_gradient_on_its_input_
     assert bool((logits_norm[real & ~labelled] == 0).all()), "the contrast: no gradient on these positions' logits"
 
 
+@pytest.mark.counterfeits("untied_decoder", "untied_decoder_perturbed")
 def test_the_tied_matrix_receives_gradient_from_both_the_embedding_lookup_and_the_decoder(mlm, evidence):
     """The tied word-embedding matrix's gradient is the sum of its two uses: the input lookup's rows and the decoder's every row.
 
@@ -760,6 +811,8 @@ def test_the_tied_matrix_receives_gradient_from_both_the_embedding_lookup_and_th
     first part and leave the embedding matrix with only the second.
 
     Claim ID: P3.3c
+    Question: Where does the tied word-embedding matrix get its gradient from?
+    问题：共享的词嵌入矩阵的梯度从哪里来？
     中文：共享的词嵌入矩阵的梯度是两种用途之和：输入查表对应的行，加上 decoder 对所有行的贡献。
     原因：作为 decoder 权重，第 v 行得到各位置 d loss/d logit_v · h 之和：每一行都有，因为 softmax 给每个 token 一些概率。
     作为输入表，第 v 行得到所有查到它的输入嵌入的梯度（[PAD] 行除外：padding_idx）。autograd 把两者相加；测试用与 autograd
@@ -803,6 +856,7 @@ def labels_for(setting: str, bert, batch) -> torch.Tensor:
     return torch.where(special, batch.input_ids, masked)  # [CLS], [SEP] and [PAD] labelled as themselves
 
 
+@pytest.mark.counterfeits("loss_counting_ignored_positions", setting="several_positions")
 @pytest.mark.parametrize("setting", LABEL_SETTINGS)
 def test_the_loss_is_the_mean_not_the_sum_of_the_per_position_losses_over_exactly_the_labelled_positions(mlm, setting, evidence):
     """Whatever is labelled — every position, one, several, or [CLS]/[SEP]/[PAD] too — the loss is the mean of their per-position losses.
@@ -815,6 +869,8 @@ def test_the_loss_is_the_mean_not_the_sum_of_the_per_position_losses_over_exactl
     labels them.
 
     Claim ID: P3.3d
+    Question: Is the MLM loss a sum or a mean over the labelled positions?
+    问题：MLM 的 loss 是对带标签位置求和还是求平均？
     中文：无论标注的是全部位置、一个、多个，还是连 [CLS]/[SEP]/[PAD] 也标注，loss 都是这些位置损失的平均值而非总和。
     原因：归约方式是在带标签位置上求平均（和/个数），而不是求和，所以 loss 不随 [MASK] 数量增长；只有一个标签时就是该位置的损失。
     loss 不认识特殊 token：[CLS]、[SEP] 甚至 [PAD] 上的标签与其他标签一样被计入（模型确实在 [PAD] 位置计算 logits）——
@@ -844,6 +900,7 @@ def guarded_mlm_loss(logits, labels):
     return token_nll(logits, labels).sum() / labelled.sum().clamp(min=1)
 
 
+@pytest.mark.counterfeits("loss_counting_ignored_positions")
 def test_with_no_labelled_position_the_loss_is_nan_and_a_guarded_mean_gives_zero(mlm, evidence):
     """With every label -100 the loss is NaN (0 / 0); a mean whose count is clamped to at least 1 gives 0.0.
 
@@ -856,6 +913,8 @@ def test_with_no_labelled_position_the_loss_is_nan_and_a_guarded_mean_gives_zero
     sum / max(count, 1), returns 0.0 with the same zero gradient.
 
     Claim ID: P3.3d
+    Question: Why is the loss NaN when a batch has no [MASK]?
+    问题：batch 中没有 [MASK] 时 loss 为什么是 NaN？
     中文：所有标签都是 -100 时 loss 为 NaN（0/0）；把计数下限设为 1 的平均给出 0.0。
     原因：对带标签位置的平均，是用"空集上的和"（0.0）除以"空集的个数"（0）。这里观察到：到达 logits 的梯度仍全为 0——
     NaN 在反向传播中无害，但会污染由 loss 计算的一切数值（滑动平均、多个 micro-batch 的求和、跳过步骤的 NaN 检查）。
@@ -878,9 +937,6 @@ def test_with_no_labelled_position_the_loss_is_nan_and_a_guarded_mean_gives_zero
 # ---- masking for training: DataCollatorForLanguageModeling ----
 
 REPEATS = 8  # the corpus (204 lines, ~1750 ordinary characters) 8 times: ~14000 positions, ~2100 selected
-# `seed` exists in both versions, but 4.57 tests `if self.seed and ...`, so seed=0 falls back to the global
-# torch RNG; 5.x tests `if self.seed is not None` (read in data/data_collator.py of 4.57.6 and 5.24.0).
-SEED_ZERO_IS_A_SEED = {4: False, 5: True}
 COLLATOR_SEED = 1234
 
 
@@ -917,6 +973,8 @@ def test_the_collator_selects_about_15_percent_of_ordinary_tokens_labels_only_th
     binomial standard deviations of 0.15.
 
     Claim ID: P3.3c
+    Question: Which tokens does DataCollatorForLanguageModeling pick for masking?
+    问题：DataCollatorForLanguageModeling 会挑哪些 token 来遮盖？
     中文：DataCollatorForLanguageModeling 选中约 15% 的普通 token，只为它们打上原始 id 作为标签，从不选中 [CLS]、[SEP]、[PAD]。
     原因：每个非特殊位置以 mlm_probability=0.15 的概率独立被选中；特殊 token（分词器的特殊 id：[CLS]、[SEP]、[PAD]，还有 [UNK]
     与 [MASK]）概率为 0。被选中的位置以原始 id 为标签，其余位置为 -100，未被选中的输入保持不变。在 fixtures/corpus.zh.txt
@@ -945,6 +1003,8 @@ def test_the_collator_turns_80_percent_of_selected_tokens_into_mask_10_percent_i
     0.1 − 0.2/V. Each observed share stays within 5 binomial standard deviations.
 
     Claim ID: P3.3c
+    Question: What is the 80/10/10 rule in BERT's masking?
+    问题：BERT 遮盖中的 80/10/10 规则是什么？
     中文：在被选中的 token 中，数据整理器把约 80% 替换为 [MASK]、约 10% 替换为随机 token、约 10% 保持不变。
     原因：模型必须在每个被选中位置预测原 token，却无法知道哪些位置没有被替换：因此它必须为每个 token 学好表示，而不只是 [MASK]。
     随机 token 从整个词表（len(tokenizer)）均匀抽取，分别以 1/V 的概率恰好等于原 token 或 [MASK]：期望比例为 0.8+0.1/V、
@@ -977,6 +1037,8 @@ def test_a_seeded_collator_masks_reproducibly_and_seed_0_counts_as_a_seed_only_f
     which, per installed version.
 
     Claim ID: P3.3c
+    Question: Does a seed make DataCollatorForLanguageModeling's masking reproducible?
+    问题：给 DataCollatorForLanguageModeling 设种子后，遮盖结果可复现吗？
     中文：用 seed=N 构造的数据整理器无论全局随机数状态如何都遮盖相同位置；在 transformers 4.57 中 seed=0 会被悄悄当作"无种子"。
     原因：有种子时整理器从自己的 torch.Generator 抽样，它在第一次调用时创建、每次调用都会前进（第二个 batch 得到新的遮盖；同种子
     的新整理器从头开始）。没有种子时使用全局 torch 随机数（torch.manual_seed）。transformers 4.57 只在 `if self.seed` 为真时创建
@@ -997,91 +1059,14 @@ def test_a_seeded_collator_masks_reproducibly_and_seed_0_counts_as_a_seed_only_f
     observed = {"seed=1234": reproducible(COLLATOR_SEED), "seed=0": reproducible(0), "seed=None": reproducible(None)}
     evidence.table(f"same masks under global seeds 1 and 2? (transformers {transformers.__version__})", list(observed), [list(observed.values())])
     evidence.text("one seeded collator, called twice", f"same masks both calls: {torch.equal(first, second)}")
+    evidence.table("does seed=0 seed the collator? (read in each version's data_collator.py)",
+                   *versions.table(versions.SEED_ZERO_IS_A_SEED, ["transformers"], versions.MAJOR))
     assert observed["seed=1234"] and not observed["seed=None"]
-    assert observed["seed=0"] == SEED_ZERO_IS_A_SEED[TRANSFORMERS_MAJOR]
+    assert observed["seed=0"] == versions.SEED_ZERO_IS_A_SEED[versions.MAJOR]
     assert torch.equal(first, masks_under_global_seed(3, COLLATOR_SEED))
     assert not torch.equal(first, second)
 
 
-# ---- meta: the claims fail on counterfeits ----
+# ---- the claims above go red on the counterfeits declared at them ----
 
-CATCH_AN_UNTIED_DECODER = [
-    test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own,
-    test_the_tied_matrix_receives_gradient_from_both_the_embedding_lookup_and_the_decoder,
-]
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("perturbation", [0.0, 1e-3], ids=["exact_copy", "perturbed_copy"])
-@pytest.mark.parametrize("claim", CATCH_AN_UNTIED_DECODER, ids=lambda f: f.__name__.removeprefix("test_"))
-def test_the_tying_claims_fail_on_a_model_whose_decoder_holds_a_copy_of_the_embeddings(mlm, claim, perturbation):
-    """The tying claims go red on a counterfeit whose decoder weight is a copy of the embedding matrix, even an exact one.
-
-    The counterfeit is a deep copy of the model under test whose decoder gets
-    its own Parameter, a clone of the word embeddings (exactly equal, or
-    perturbed by 1e-3). An exact copy gives the same logits and loss, so only
-    identity and the gradient can tell: both claims must raise AssertionError.
-
-    Claim ID: P1.1
-    中文：在 decoder 权重是嵌入矩阵拷贝（哪怕完全相同）的伪造模型上，权重共享相关断言都会失败。
-    原因：伪造模型是被测模型的深拷贝，其 decoder 拥有自己的 Parameter，即词嵌入的克隆（完全相等，或加 1e-3 扰动）。
-    完全相同的拷贝给出相同的 logits 与 loss，只有"是否同一对象"和梯度能区分：两条断言都必须抛出 AssertionError。
-    """
-    with counterfeits.untied_decoder(mlm, perturbation) as counterfeit:
-        counterfeits.assert_claim_fails(claim, counterfeit)
-
-
-CATCH_A_MISSING_TRANSFORM = [
-    test_the_reference_forward_reproduces_transformers_logits_sequence_output_and_loss,
-    test_the_prediction_head_is_a_transform_dense_activation_layernorm_followed_by_the_decoder,
-    test_removing_the_head_transform_changes_the_logits_and_the_predictions,
-    test_the_bundled_model_completes_beijing_is_chinas_capital_with_du,
-]
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("claim", CATCH_A_MISSING_TRANSFORM, ids=lambda f: f.__name__.removeprefix("test_"))
-def test_the_head_claims_fail_on_a_head_without_its_transform(mlm, claim):
-    """The head claims go red on a counterfeit whose MLM head skips the transform.
-
-    The counterfeit is the model under test with a forward hook that makes the
-    transform hand on its input: the decoder scores sequence_output directly.
-    Each listed claim must raise AssertionError (the bundled-model prediction
-    is skipped on other checkpoints, as the claim itself is).
-
-    Claim ID: P1.1
-    中文：在 MLM 预测头跳过 transform 的伪造模型上，预测头相关断言都会失败。
-    原因：伪造模型是被测模型加一个 forward hook，让 transform 直接传出它的输入：decoder 直接对 sequence_output 打分。
-    列出的每条断言都必须抛出 AssertionError（自带模型的预测断言在其他 checkpoint 上跳过，与断言本身一致）。
-    """
-    with counterfeits.head_without_transform(mlm) as counterfeit:
-        counterfeits.assert_claim_fails(claim, counterfeit)
-
-
-CATCH_A_LOSS_THAT_COUNTS_IGNORED_POSITIONS = [
-    test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100,
-    test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss,
-    test_only_labelled_positions_receive_gradient_on_the_logits,
-    test_every_real_token_of_a_labelled_sequence_receives_gradient_on_its_input_embedding,
-    test_the_loss_is_the_mean_not_the_sum_of_the_per_position_losses_over_exactly_the_labelled_positions,
-    test_with_no_labelled_position_the_loss_is_nan_and_a_guarded_mean_gives_zero,
-]
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("claim", CATCH_A_LOSS_THAT_COUNTS_IGNORED_POSITIONS, ids=lambda f: f.__name__.removeprefix("test_"))
-def test_the_loss_claims_fail_on_a_loss_that_counts_the_ignored_positions(mlm, claim):
-    """The loss claims go red on a counterfeit whose loss also counts the positions labelled -100.
-
-    The counterfeit returns the model's logits with a loss that clamps -100 to
-    a valid id (0, [PAD]) and averages over every position, the bug a loss
-    written without ignore_index makes. Each listed claim must raise
-    AssertionError (the label-settings claim runs with several labels).
-
-    Claim ID: P1.1
-    中文：在 loss 把标签为 -100 的位置也计入的伪造模型上，loss 相关断言都会失败。
-    原因：伪造模型返回原本的 logits，但 loss 把 -100 截断为合法 id（0，即 [PAD]）并对所有位置求平均——这正是不用
-    ignore_index 手写 loss 时的 bug。列出的每条断言都必须抛出 AssertionError（标签设置断言以多个标签运行）。
-    """
-    with counterfeits.loss_counting_ignored_positions(mlm) as counterfeit:
-        counterfeits.assert_claim_fails(claim, counterfeit, setting="several_positions")
+test_each_claim_goes_red_on_the_counterfeits_declared_at_it = teeth.meta_test(globals())

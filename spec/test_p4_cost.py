@@ -211,11 +211,13 @@ def test_the_forward_reaches_a_measured_fraction_of_the_machines_matmul_throughp
     exact in float32 and it must equal float64's bit for bit.
 
     Claim ID: P4.2b
+    Question: How close does a BERT forward get to the machine's matmul throughput?
+    问题：BERT 前向能达到本机矩阵乘法吞吐的多少？
     中文：按 config 计算的前向 FLOPs 与 torch 自己的计数完全相同；前向的 FLOP/s 与本机矩阵乘法的吞吐相比较。
     原因：前向（bert-base 规模，8×128 个 token）与同一设备上 2048×2048 的 float32 矩阵乘逐轮交替计时，钩子用前者的 FLOP/s
-    除以后者的（目标：至少 0.5）。前向的 FLOPs 由 config 计算，torch 的 FlopCounterMode 在 eager 模型上必须数出完全相同的值
-    （它不计 sdpa 在 CPU 上的融合内核，因此以 eager 为证）。矩阵元素是小整数，float32 的乘积与部分和都精确，结果必须与
-    float64 逐位相同。
+    除以后者的（目标：至少 0.5）。前向的 FLOPs 由 config 计算（bertspec.cost.forward_flops），
+    torch 的 FlopCounterMode 在 eager 模型上必须数出完全相同的值（它不计 sdpa 在 CPU 上的融合内核，因此以 eager 为证）。
+    矩阵元素是小整数，float32 的乘积与部分和都精确，结果必须与 float64 逐位相同。
     """
     skip_unless_chosen(settings, implementation)
     generator = torch.Generator().manual_seed(SEED)
@@ -257,6 +259,8 @@ def test_each_implementation_gives_the_reference_logits_at_a_measured_speed(
     and without padding (b8-t128), and each forward's FLOP/s.
 
     Claim ID: P4.2b
+    Question: Is sdpa faster than eager, and do they give the same logits?
+    问题：sdpa 比 eager 快吗？二者的 logits 相同吗？
     中文：eager、sdpa 与从零实现的参考模型在每个被测输入上给出相同的 logits，并比较它们的速度。
     原因：transformers 的 eager、sdpa 路径与 bertspec.reference 计算相同的数学；eager 与参考实现的乘法顺序相同
     （此处逐位相同），sdpa 的融合内核求和顺序不同，因此按 float32 内核容差比较。只比较真实位置，padding 位置的输出无人使用。
@@ -342,11 +346,14 @@ def test_the_mask_builder_returns_exactly_what_the_layers_receive_at_a_measured_
     (the formula: ÷ the eager forward).
 
     Claim ID: P4.2a
+    Question: How much does building the attention mask cost compared with a forward?
+    问题：构造 attention mask 的开销相当于一次前向的多少？
     中文：transformers 的 mask 构造函数返回的正是每一层收到的 mask；其耗时作为一次前向的一部分被测量。
-    原因：计时的调用就是所装版本的 BertModel 所做的调用，输入是它会得到的嵌入与二维 mask；结果必须与第一个
-    self-attention 模块实际收到的 mask 完全相同（用在该处中止前向的 pre-hook 捕获）。计划中的公式
-    (1.0 - mask) * finfo.min 也被计时，且必须恰好允许真实的 key。batch 1 无 padding（5.x 与 4.x sdpa 跳过 mask，
-    计时的是做出这一判断的检查），batch 8 有 padding。钩子记录 mask ÷ 同一实现的前向（公式除以 eager 前向）。
+    原因：计时的调用就是所装版本的 BertModel 所做的调用（见 transformers_mask_builder），输入是它会得到的嵌入与二维 mask；
+    结果必须与第一个 self-attention 模块实际收到的 mask 完全相同（用在该处中止前向的 pre-hook 捕获）。
+    计划中的公式 (1.0 - mask) * finfo.min（bertspec.reference.additive_mask）也被计时，且必须恰好允许真实的 key。
+    batch 1 无 padding（5.x 与 4.x sdpa 跳过 mask，计时的是做出这一判断的检查），batch 8 有 padding。
+    钩子记录 mask ÷ 同一实现的前向（公式除以 eager 前向）。
     """
     implementation = "eager" if builder == "formula" else builder.removeprefix("transformers ")
     skip_unless_chosen(settings, implementation)
@@ -382,6 +389,8 @@ def test_running_each_sequence_at_its_own_length_gives_the_padded_batchs_logits(
     ``each at its length ÷ padded batch``.
 
     Claim ID: P4.2a
+    Question: How much computation does padding waste?
+    问题：padding 浪费了多少计算？
     中文：每个序列按真实长度单独运行，得到的 logits 与它在填充到 512 的 batch 中相同；测量 padding 浪费的时间。
     原因：batch 有 8 行，真实长度 64、128、…、512，填充到 512：为 2304 个真实 token 计算了 4096 个位置。
     逐条按真实长度运行只计算真实 token。padding 的 key 概率精确为 0，真实 token 的 logits 在 float32 内核容差内一致
@@ -424,11 +433,14 @@ def test_a_traced_forward_gives_the_plain_forwards_logits_at_a_measured_overhead
     The hook records ``traced ÷ plain`` beside its target.
 
     Claim ID: P4.2b
+    Question: How much does tracing slow a forward pass down?
+    问题：trace 会让前向传播慢多少？
     中文：带 trace 的前向返回与普通前向逐位相同的 logits；tracing 增加的耗时按目标测量。
     原因：tracer 只观察：钩子与 torch function mode 原样调用每个函数，因此输出完全相同。其开销来自摘要统计
     （每一步的 float64 均值、标准差、最小值、最大值），以及保留完整张量时无法复用的内存。目标（bert-base 规模、序列 128）：
-    仅摘要时 traced ÷ plain 至多 1.1，保留完整张量时至多 1.3（参考：TransformerLens 的 run_with_cache 为 1.37，
-    transformers 的 model_addition_debugger_context 为 4.3）。
+    仅摘要时 traced ÷ plain 至多 1.1，保留完整张量时至多 1.3（作为参照，在团队机器上测得：
+    TransformerLens 的 run_with_cache 为 1.37，transformers 的 model_addition_debugger_context 为 4.3）。
+    钩子记录 traced ÷ plain 及其目标。
     """
     skip_unless_chosen(settings, implementation)
     shape = TRACER_SHAPE
@@ -466,11 +478,14 @@ def test_keeping_full_tensors_holds_every_step_in_memory_while_summaries_hold_no
     their ratios; the full trace's time is benchmarked against the plain forward.
 
     Claim ID: P4.2b
+    Question: How much memory does a trace with full tensors take?
+    问题：保留完整张量的 trace 占用多少内存？
     中文：保留完整张量的 trace 在内存中持有每一步的张量；仅摘要的 trace 不持有任何张量，内存峰值低得多。
     原因：在 bert-base 规模、序列 512 下测量，此时注意力矩阵（scores、scores+mask、概率：每层 3×12 个头×512² 个浮点数）
-    占主导。方法：CPU 上取调用期间的驻留内存峰值（Linux VmHWM，调用前重置）减去调用前的驻留内存；CUDA 上用
-    max_memory_allocated。持有的内存按张量存储计算，每个存储只计一次。完整 trace 的峰值必须覆盖其持有量，
-    仅摘要 trace 的峰值必须低于它。
+    占主导。方法：bertspec.cost.peak_memory——CPU 上取调用期间的驻留内存峰值（Linux VmHWM，调用前重置）
+    减去调用前的驻留内存；CUDA 上用 max_memory_allocated。持有的内存按张量存储计算，每个存储只计一次。
+    完整 trace 的峰值必须覆盖其持有量，仅摘要 trace 的峰值必须低于它。
+    普通前向、仅摘要 trace 与完整 trace 的峰值连同其比值写入 JSON；完整 trace 的耗时与普通前向对比计时。
     """
     skip_unless_chosen(settings, implementation)
     shape = MEMORY_SHAPE
@@ -540,6 +555,8 @@ def test_the_saved_benchmark_run_reports_every_cost_as_a_ratio_within_that_run(r
     skipped when no run was saved or the run covered only part of the chapter.
 
     Claim ID: P4.2a
+    Question: Where do I find a benchmark run's cost ratios, and can I trust them?
+    问题：基准运行的开销比值在哪里看？它们可信吗？
     中文：最新保存的基准运行包含本章要求的每个比值，且每个比值都能由该次运行自身的计时重新算出。
     原因：pytest --benchmark-only --benchmark-autosave 把运行结果连同 conftest 钩子添加的比值保存在 .benchmarks/ 下
     （最佳轮次 ÷ 基线最佳轮次、FLOP/s ÷ 矩阵乘 FLOP/s、以及测试中测得的内存比值）。本断言读取最新一次运行，
@@ -572,10 +589,12 @@ def test_the_report_claim_fails_on_a_saved_run_whose_ratio_does_not_follow_from_
     ratio in the JSON is altered, as a stale or hand-edited file would be.
 
     Claim ID: P4.2a
+    Question: Does the report check catch a ratio that its timings do not give?
+    问题：比值与计时对不上时，报告的检查能发现吗？
     中文：当 JSON 中的比值与该次运行自身的计时不符时，"已保存运行"的断言会失败。
     原因：构造一个只有两个基准的运行：eager 前向最佳轮次 2.0 秒，sdpa 前向最佳轮次 1.0 秒，与之交替计时的 eager 轮次为
-    4.0 与 2.0 秒。钩子的算术必须给出 sdpa ÷ eager = 0.5；检查在该运行上通过，而比值被改动后（如过期或手工编辑的文件）
-    必须抛出 AssertionError。
+    4.0 与 2.0 秒。钩子的算术必须给出 sdpa ÷ eager = 1.0 / 2.0 = 0.5；检查在该运行上通过，
+    而比值被改动后（如过期或手工编辑的文件）必须抛出 AssertionError。
     """
     def benchmark_json(key, best, **info):
         return {"group": "cost at b1-t4-full", "stats": {"min": best}, "extra_info": {"key": key, **info}}

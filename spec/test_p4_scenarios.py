@@ -15,9 +15,9 @@ import pytest
 import torch
 import transformers
 
-from bertspec import loading, masks
+from bertspec import loading, masks, teeth
 from bertspec.loading import last_hidden_state
-from bertspec.counterfeits import assert_claim_fails, mask_value, positions_counted_from_one, token_types_ignored
+from bertspec.counterfeits import mask_value_minus_infinity
 from bertspec.figures import heatmap
 from bertspec.inputs import PAIR, SENTENCE, SHORT_SENTENCE, Batch, encode
 from bertspec.modes import training
@@ -65,6 +65,8 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     hidden exactly as after a single sentence.
 
     Claim ID: P4.1a
+    Question: How is a sentence pair encoded, and what are its token_type_ids?
+    问题：句子对是怎样编码的？token_type_ids 是什么？
     中文：句子对被编码为 [CLS] A [SEP] B [SEP]，第一个 [SEP] 及之前的 token 类型为 0，之后为 1；mask 规则不变。
     原因：分词器以 [CLS] 开头，用 [SEP] 结束每个片段，并把片段 B（含结尾的 [SEP]）标记为类型 1；单句全部为类型 0。
     attention_mask 仍只区分"真实 token 或 [PAD]"：各层可以跨片段关注，较短句子对之后的 padding 与单句时一样被屏蔽。
@@ -94,6 +96,7 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     assert bool((b_to_a > 0).all()), "segment B's queries attend to segment A"
 
 
+@pytest.mark.counterfeits("token_types_ignored")
 def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(bert, evidence):
     """The embeddings add token_type_embeddings row 0 at segment A and row 1 at segment B, on top of word and position embeddings.
 
@@ -105,6 +108,8 @@ def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(ber
     everywhere, which is not "nothing": row 0 is a learned vector.
 
     Claim ID: P4.1a
+    Question: What do token_type_ids add to the embeddings?
+    问题：token_type_ids 给嵌入加了什么？
     中文：嵌入层在片段 A 加 token_type_embeddings 的第 0 行，在片段 B 加第 1 行，再加上词嵌入与位置嵌入。
     原因：BertEmbeddings 计算 (词 + token 类型) + 位置，然后做 LayerNorm。除 [SEP] 外，片段信息是模型对句子对结构的唯一了解：
     测试根据 [SEP] 位置推出每个位置所属片段，检查 trace 到的类型嵌入恰好是表中对应行，LayerNorm 的输入恰好是三者之和。
@@ -126,6 +131,7 @@ def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(ber
 
 # ---- P4.1b different lengths in one batch ----
 
+@pytest.mark.counterfeits("mask_value_minus_one", "mask_dropped")
 def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evidence):
     """A real token's output in a right-padded batch equals its output when its sentence runs alone.
 
@@ -137,6 +143,8 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     model, 3e-6 on a 12-layer model).
 
     Claim ID: P4.1b
+    Question: Does putting a sentence in a padded batch change its outputs?
+    问题：把句子放进带 padding 的 batch，会改变它的输出吗？
     中文：右侧 padding 的 batch 中，真实 token 的输出与其句子单独运行时相同。
     原因：[PAD] key 的概率严格为 0（见图：较短一行的 padding 列为 0.0），padding 对真实 token 没有贡献。
     输出在 float32 内核容差内相同而非逐位相同：batch 的矩阵更长更宽，BLAS 的求和分块不同，sdpa 也可能选用别的内核
@@ -149,7 +157,9 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     pad = batch.attention_mask[1].cpu() == 0
     probs = trace.tensor(trace.all("probs")[0].name)[1, 0].cpu()
     evidence.figure("layer 0, head 0, row 1 (the shorter sentence)",
-                    heatmap(probs, f"{bert.attn_implementation}: [PAD] key columns {pad.nonzero().flatten().tolist()} are 0.0"))
+                    heatmap(probs, f"{bert.attn_implementation}: [PAD] key columns {pad.nonzero().flatten().tolist()} are 0.0",
+                            bert.tokens(batch, 1)),
+                    derived=trace.all("probs")[0].source == "derived")
     evidence.table("row 1, layer 0: probability received by each key (summed over queries and heads)",
                    ["key position", "[PAD]", "sum"],
                    [(j, bool(pad[j]), trace.tensor(trace.all("probs")[0].name)[1, :, :, j].sum()) for j in range(len(pad))])
@@ -164,6 +174,7 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
                    ["row", "text", "real tokens", "batch length", "max |diff|"], rows)
 
 
+@pytest.mark.counterfeits("positions_counted_from_one", "positions_from_mask")
 def test_left_padding_shifts_positions_unless_position_ids_count_only_real_tokens(bert, evidence):
     """Left padding changes the real tokens' outputs unless position_ids = cumsum(mask) - 1 are passed.
 
@@ -176,6 +187,8 @@ def test_left_padding_shifts_positions_unless_position_ids_count_only_real_token
     Right padding needs none of this: real tokens come first.
 
     Claim ID: P4.1b
+    Question: Can I pad BERT's inputs on the left?
+    问题：BERT 的输入可以在左侧 padding 吗？
     中文：左侧 padding 会改变真实 token 的输出，除非传入 position_ids = cumsum(mask) - 1。
     原因：不传 position_ids 时 BERT 对每行都用 0..T-1，左侧 padding 的行中第一个真实 token（[CLS]）位于 n_pad 而不是 0，
     每个真实 token 的位置嵌入都变了，输出变化是 O(1) 量级。传入只数真实 token 的位置（cumsum(mask) - 1，padding 截为 0），
@@ -211,6 +224,8 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
     sequential fill's second step sees different logits.
 
     Claim ID: P4.1c
+    Question: How does BERT predict several [MASK] tokens in one sentence?
+    问题：一句话里有多个 [MASK] 时，BERT 怎样预测？
     中文：两个 [MASK] 的 logits 来自同一次前向传播；把其中任一个换成正确答案，另一个的 logits 就会改变。
     原因：BERT 一次前向传播预测所有位置，没有从左到右的顺序。这次传播中每个 [MASK] 看到的另一个只是 [MASK]：
     给出其中一个的答案会改变另一个的 logits，说明一次传播的 logits 没有用到答案。两个方向都成立（前一个也依赖后一个），
@@ -242,6 +257,7 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
 
 # ---- P4.1d special tokens ----
 
+@pytest.mark.counterfeits("mask_value_minus_one")
 def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero(bert, evidence):
     """[CLS] opens every row and [SEP] closes its real tokens; both are ordinary attended keys, and only [PAD] keys get exactly 0.
 
@@ -251,6 +267,8 @@ def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero
     receives exactly 0 from every query, layer and head.
 
     Claim ID: P4.1d
+    Question: Does attention treat [CLS] and [SEP] specially?
+    问题：attention 会特殊对待 [CLS] 和 [SEP] 吗？
     中文：[CLS] 位于每行开头，[SEP] 结束真实 token；二者都是被正常关注的 key，只有 [PAD] key 的概率严格为 0。
     原因：attention 中没有对 id 101 或 102 的特殊处理：它们的 attention_mask 为 1，每个 query（包括 padding 位置的 query）
     都给它们正的概率。[PAD]（id 0）位于最后一个 [SEP] 之后，attention_mask 为 0，从每个 query、每层、每个头得到的概率都严格为 0。
@@ -286,6 +304,8 @@ def test_the_mlm_collator_never_labels_cls_sep_or_pad_so_the_loss_never_sees_the
     its own id, so the rule is visible without randomness.
 
     Claim ID: P4.1d
+    Question: Are [CLS], [SEP] and [PAD] ever labelled for the MLM loss?
+    问题：[CLS]、[SEP]、[PAD] 会被打上 MLM 的标签吗？
     中文：transformers 的 MLM 数据整理器不给 [CLS]、[SEP]、[PAD] 打标签（-100），即使其他每个 token 都被选中。
     原因：损失函数本身不认识特殊 token：CrossEntropyLoss 只跳过 label 为 -100 的位置（见 P3 章）。
     是数据管道——DataCollatorForLanguageModeling 借助分词器的 special_tokens_mask 与 padding——从不选它们做预测。
@@ -308,6 +328,7 @@ def test_the_mlm_collator_never_labels_cls_sep_or_pad_so_the_loss_never_sees_the
     assert torch.equal(labels[~special], original[~special])
 
 
+@pytest.mark.counterfeits("mask_value_minus_one", "mask_dropped")
 def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding(bert, evidence):
     """padding_idx keeps the [PAD] embedding row out of training, it does not make it zero; the attention mask is what hides padding.
 
@@ -319,6 +340,8 @@ def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_pa
     every real token's output unchanged, because [PAD] keys get probability 0.
 
     Claim ID: P4.1d
+    Question: Does padding_idx make the [PAD] embedding zero?
+    问题：padding_idx 会让 [PAD] 的嵌入为零吗？
     中文：padding_idx 让 [PAD] 的嵌入行不参与训练，但不保证它为零；真正屏蔽 padding 的是 attention mask。
     原因：nn.Embedding(padding_idx=0) 在查表时不给第 0 行梯度，训练不会改变它；它只在初始化时被置零，
     保存的 checkpoint 中可以是任何值（证据中列出本模型的值）。真实 token 本来就看不到它：把 [PAD] 行换成一个很大的随机向量，
@@ -370,6 +393,8 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
     same with a -inf float mask. Either way no NaN reaches the logits.
 
     Claim ID: P4.2c
+    Question: Does a row that is all padding produce NaN?
+    问题：一整行都是 padding 时会出现 NaN 吗？
     中文：所有位置都是 padding 时模型仍给出有限输出：加性 mask 下注意力是均匀的，布尔 mask 下上下文为零。
     原因：加性 mask 在该行每个 key 上加 finfo.min；score + finfo.min 舍入后就是 finfo.min，所有元素相等，softmax 给每个 key
     严格的 1/T，上下文是 value 的平均。这就是 mask 用 finfo.min 而不用 -inf 的原因：换成 -inf 后 eager 对一整行 -inf 做 softmax
@@ -393,7 +418,7 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
             assert bool((trace.tensor(f"{prefix}:scores+mask") == torch.finfo(torch.float32).min).all())
             probs = trace.tensor(f"{prefix}:probs")
             assert torch.equal(probs, torch.full_like(probs, 1 / t)), "every key gets exactly 1/T"
-    with mask_value(bert, float("-inf")), torch.no_grad():
+    with mask_value_minus_infinity(bert), torch.no_grad():
         with_minus_inf = bert.model(**batch.as_kwargs()).logits
     evidence.table("all padded", ["layer mask", "T", "expected context", "logits finite", "logits NaN with -inf for finfo.min"],
                    [(masks.form(received, 1, t), t, "0 (fused kernel)" if boolean else "mean of V (probabilities 1/T)",
@@ -412,6 +437,8 @@ def test_calling_the_model_without_attention_mask_is_the_same_as_an_all_ones_mas
     run the same arithmetic.
 
     Claim ID: P4.2c
+    Question: What happens if I don't pass attention_mask?
+    问题：不传 attention_mask 会怎样？
     中文：不传 attention_mask 与传全 1 的 mask，输出逐位相同。
     原因：transformers 会用全 1 填充缺失的 attention_mask，两种调用构造出相同的层 mask（None，或 4.x eager 中的全 0 加性 mask），
     执行相同的运算。
@@ -433,6 +460,8 @@ def test_a_single_token_attends_to_itself_with_probability_exactly_one(bert, evi
     token.
 
     Claim ID: P4.2c
+    Question: Does BERT work on an input of a single token?
+    问题：只有一个 token 的输入，BERT 也能处理吗？
     中文：只有一个 token（单独的 [CLS]）的输入也能运行，它唯一的 query 在每一层都给唯一的 key 严格为 1.0 的概率。
     原因：只有一个元素的 softmax 是 exp(0)/exp(0) = 1，精确成立，因此注意力输出就是该 token 自己的 value 向量。BERT 不需要第二个 token。
     """
@@ -459,6 +488,8 @@ def test_an_empty_string_is_encoded_as_cls_sep_and_runs_like_any_input(bert, evi
     distribution over the two keys.
 
     Claim ID: P4.2c
+    Question: What happens if I give BERT an empty string?
+    问题：给 BERT 输入空字符串会怎样？
     中文：空字符串被编码为 [CLS] [SEP] 两个真实 token，模型正常运行。
     原因：无论文本是什么，分词器都会加上特殊 token；模型看到的是 attention_mask 为 1 的两个 token，每一行注意力都是两个 key 上的正常分布。
     """
@@ -484,6 +515,8 @@ def test_transformers_itself_fails_on_an_over_long_input_with_an_error_that_neve
     messages of the installed version.
 
     Claim ID: P4.2c
+    Question: What does transformers do with an input that is too long?
+    问题：输入过长时 transformers 会怎样？
     中文：token 数超过 max_position_embeddings 时，transformers 报的是尺寸或索引错误，从不说"too long"。
     原因：位置嵌入表只有 max_position_embeddings 行。不传 position_ids 时 BERT 截取 0..max-1 的缓冲区，长度比输入短，
     随后的 expand 或加法因张量尺寸不符而失败（RuntimeError）；显式传入位置时查表本身失败，报"index out of range"（IndexError）。
@@ -516,6 +549,8 @@ def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, e
     the ids. [UNK] has attention_mask 1 and is attended normally.
 
     Claim ID: P4.2c
+    Question: What happens to characters that are not in the vocabulary?
+    问题：词表里没有的字会变成什么？
     中文：词表中没有的字都变成同一个 [UNK]（中文 BERT 中 id 为 100）：模型无法区分它们，并像普通 token 一样关注 [UNK]。
     原因：分词器把中文切成单字，把每个未知字映射为 [UNK]，所以两个不同的未知字得到完全相同的 input ids，因而输出也相同；
     原来的字无法从 id 中恢复。[UNK] 的 attention_mask 为 1，正常被关注。
@@ -566,6 +601,8 @@ def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exa
     the smallest real score seen, which decides whether float16 overflows.
 
     Claim ID: P4.2d
+    Question: Does the padding mask still work in float16 and bfloat16?
+    问题：在 float16 和 bfloat16 下 padding mask 还有效吗？
     中文：在 float32、float16、bfloat16 中，层的加性 mask 在 padding key 处都是 finfo(dtype).min，padding key 的概率严格为 0。
     原因：transformers 按模型的 dtype 构造 mask：float32 为 -3.4028e38，float16 为 -65504，bfloat16 为 -3.3895e38
     （5.x sdpa 为布尔 mask）。分数被吞掉（score + finfo.min 舍入为 finfo.min），或仅在 float16 中分数低于 -16 时溢出为 -inf；
@@ -603,6 +640,8 @@ def test_a_fully_masked_row_is_uniform_under_finfo_min_but_nan_under_minus_infin
     1/4 is exact in every dtype.
 
     Claim ID: P4.2d
+    Question: Why does the mask use finfo.min instead of -inf?
+    问题：mask 为什么用 finfo.min 而不用 -inf？
     中文：在任何 dtype 中，一行全部被屏蔽时，用 finfo(dtype).min 得到均匀概率，用 -inf 得到 NaN。
     原因：对任何普通分数，score + finfo.min 都舍入为 finfo.min，全屏蔽的行是 T 个相等的有限数，softmax 给每个 1/T。
     用 -inf 时 softmax 要减去行最大值，-inf - (-inf) = NaN，整行（以及之后的一切）都变成 NaN。这里取 4 个 key，1/4 在各 dtype 中都精确。
@@ -639,6 +678,8 @@ def test_score_plus_mask_overflows_to_minus_infinity_only_in_float16_at_ordinary
     previous claim).
 
     Claim ID: P4.2d
+    Question: Can score + finfo.min overflow to -inf, and in which dtype?
+    问题：score + finfo.min 会溢出成 -inf 吗？在哪种 dtype 中？
     中文：当分数低于 finfo.min 处半个 ulp 的负值时，score + finfo.min 溢出为 -inf：float16 中是 -16，float32 与 bfloat16 中遥不可及。
     原因：float16 的 finfo.min 为 -65504，该处 ulp 为 32，分数 ≤ -16 时和会舍入越过 -65504 成为 -inf；float32（ulp 2^104）与
     bfloat16（ulp 2^120）需要约 -1e31 和 -7e35 的分数。只要该行还有有限的 key，溢出无害：softmax 给 -inf 的 key 精确的 0，
@@ -669,6 +710,8 @@ def test_eager_and_sdpa_agree_within_the_tolerance_of_each_dtype(in_dtype, token
     is left undefined.
 
     Claim ID: P4.2d
+    Question: How far apart are eager and sdpa in float32, float16 and bfloat16?
+    问题：在 float32、float16、bfloat16 下，eager 与 sdpa 相差多少？
     中文：eager 与 sdpa 的最后隐藏状态在每种 dtype 的容差内一致：float32、float16、bfloat16。
     原因：两种实现用不同内核计算相同的数学，差别只来自舍入；容差随 dtype 的 eps 增大（集中在 bertspec/tolerances.py，附原因）。
     比较所有位置（含 padding）：这里没有整行被屏蔽的情况，没有哪个内核的结果是未定义的。
@@ -698,6 +741,8 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
     difference from eval is chapter P2's claim.
 
     Claim ID: P2.1c
+    Question: Are BERT's outputs reproducible in eval mode and in train mode?
+    问题：BERT 的输出在推理模式和训练模式下可复现吗？
     中文：两次推理模式的前向传播逐位相同；训练模式下相同随机种子的两次结果相同，不同种子则不同。
     原因：推理模式没有任何随机性。训练模式下唯一的随机来源是 dropout，它从 torch 的随机数生成器取数：重新设同一种子
     会逐位复现相同的 dropout mask，换一个种子则得到不同的 mask（config 中 dropout 概率大于 0 时）。dropout 是与推理模式唯一
@@ -725,41 +770,6 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
         assert beyond(seeded[real], other_seed[real], TOL["float32_kernels"]), "another seed should draw other dropout masks"
 
 
-# ---- meta: the claims fail on counterfeit models ----
+# ---- the claims above go red on the counterfeits declared at them ----
 
-COUNTERFEITS = {
-    "positions counted from 1": (positions_counted_from_one, [
-        test_left_padding_shifts_positions_unless_position_ids_count_only_real_tokens,
-    ]),
-    "token types ignored": (token_types_ignored, [
-        test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b,
-    ]),
-    "mask value -1.0": (lambda bert: mask_value(bert, -1.0), [
-        test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch,
-        test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero,
-        test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding,
-    ]),
-}
-CASES = [(counterfeit, claim) for counterfeit, (_, claims) in COUNTERFEITS.items() for claim in claims]
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("counterfeit, claim", CASES,
-                         ids=[f"{c.replace(' ', '_')}-{f.__name__.removeprefix('test_')}" for c, f in CASES])
-def test_the_scenario_claims_fail_on_counterfeit_models(bert, counterfeit, claim):
-    """The chapter's key claims go red on counterfeit BERTs: positions counted from 1, token types ignored, a mask of -1.0.
-
-    Each counterfeit is the model under test with one mechanism broken by a
-    hook (bertspec/counterfeits.py): default position ids 1..T instead of
-    0..T-1; every token given type 0; every layer's mask adding -1.0 instead
-    of finfo.min at padded keys, too little to hide them. Each listed claim is
-    run against its counterfeit and must raise AssertionError.
-
-    Claim ID: P1.1
-    中文：本章的关键断言在伪造的 BERT 上都会失败：位置从 1 开始计数、忽略 token 类型、mask 值为 -1.0。
-    原因：每个伪造模型都是被测模型用 hook 破坏一个机制（bertspec/counterfeits.py）：默认位置为 1..T 而不是 0..T-1；
-    所有 token 的类型都为 0；每层 mask 在 padding key 处加 -1.0 而不是 finfo.min，不足以屏蔽。列出的每条断言都必须抛出 AssertionError。
-    """
-    make, _ = COUNTERFEITS[counterfeit]
-    with make(bert) as counterfeit_bert:
-        assert_claim_fails(claim, counterfeit_bert)
+test_each_claim_goes_red_on_the_counterfeits_declared_at_it = teeth.meta_test(globals())

@@ -1,0 +1,145 @@
+"""The pytest plugin of the spec: options, settings, checks before any test runs, the handbook hooks.
+
+Loaded by the spec's conftest.py (``pytest_plugins``). Each hook is a line or
+two that hands over to the toolkit: the checkpoint is validated by
+:mod:`bertspec.validate`, each test's claim and evidence are collected by
+:mod:`bertspec.handbook`, benchmark ratios are computed by :mod:`bertspec.cost`.
+Nothing here imports torch, so a bad option fails in well under a second.
+"""
+
+import os
+
+# The spec only ever loads local folders; no test may reach a model hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from dataclasses import dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+
+from bertspec import handbook, validate  # noqa: E402
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+SETTINGS = pytest.StashKey["Settings"]()
+COLLECTOR = pytest.StashKey[handbook.Collector]()
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str | None  # None: the bundled default model
+    attn_implementations: tuple[str, ...]
+    device: str
+
+    @property
+    def model_label(self) -> str:
+        return "bundled" if self.model_path is None else self.model_path
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("bertspec")
+    group.addoption("--bert-model", metavar="PATH", default=None,
+                    help="local BERT checkpoint folder to run every claim on (default: the bundled model)")
+    group.addoption("--attn-implementation", choices=("eager", "sdpa", "all"), default="all",
+                    help="attention implementation(s) the claims run on (default: all)")
+    group.addoption("--device", choices=("cpu", "cuda"), default="cpu", help="device of the model (default: cpu)")
+
+
+def pytest_configure(config):
+    for marker in (
+        "meta: the spec checking itself (claims fail on counterfeits, docstrings follow the format)",
+        "counterfeits(*names): the counterfeit models (bertspec.counterfeits) on which this claim must fail",
+        "browser: opens the written report in headless Chromium (select alone with -m browser)",
+    ):
+        config.addinivalue_line("markers", marker)
+    choice = config.getoption("--attn-implementation")
+    settings = Settings(
+        model_path=config.getoption("--bert-model"),
+        attn_implementations=ATTN_IMPLEMENTATIONS if choice == "all" else (choice,),
+        device=config.getoption("--device"),
+    )
+    config.stash[SETTINGS] = settings
+    config.stash[COLLECTOR] = collector = handbook.Collector()
+    config.pluginmanager.register(collector, "bertspec-handbook")
+    if not _is_xdist_worker(config):  # the controller already checked, and a worker cannot stop the session cleanly
+        _check_or_stop(settings)
+
+
+def _check_or_stop(settings: Settings) -> None:
+    """Validate the device and the checkpoint completely; any problem stops the session as a usage error (exit 4)."""
+    try:
+        if settings.device == "cuda":
+            from bertspec.loading import check_device
+
+            check_device(settings.device)
+        if settings.model_path is not None:
+            validate.check_against_config(validate.check_folder(settings.model_path))
+    except validate.CheckpointError as err:
+        prefix = "" if str(err).startswith("--") else "--bert-model "
+        raise pytest.UsageError(prefix + str(err)) from None
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_generate_tests(metafunc):
+    # Always both ids, so test ids (and snapshot names) do not depend on the option;
+    # the model fixture skips the implementations the option left out.
+    if "attn_implementation" in metafunc.fixturenames:
+        metafunc.parametrize("attn_implementation", ATTN_IMPLEMENTATIONS, scope="session")
+
+
+# ---- each test's claim and evidence travel in its report; the collector gathers them ----
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    handbook.attach(item, report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[COLLECTOR].finish(exitstatus)
+    if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # An interrupted or aborted run leaves snapshots unvisited; they are not unused,
+        # and syrupy must neither fail the run for them nor advise deleting them.
+        session.config.option.disable_unused_snapshots = True
+    return (yield)
+
+
+# ---- the handbook: pytest-html writes the page, these hooks fill it ----
+
+def pytest_html_report_title(report):
+    report.title = "bertspec — BERT 机制手册 / a handbook of BERT's mechanisms, verified"
+
+
+def pytest_html_results_summary(prefix, summary, postfix, session):
+    config = session.config
+    page = handbook.Page(config.stash[COLLECTOR], config.stash[SETTINGS], config)
+    prefix.append(page.html())
+    page.write_json(config.option.htmlpath)
+
+
+def pytest_html_results_table_header(cells):
+    cells.insert(1, '<th class="sortable" data-column-type="claim">Claim</th>')
+
+
+def pytest_html_results_table_row(report, cells):
+    cells.insert(1, handbook.run_log_cell(report))
+
+
+def pytest_html_results_table_html(report, data):
+    # The handbook shows each claim's evidence and skip reason; the run log keeps only failures' logs.
+    if report.passed or report.skipped:
+        data.clear()
+
+
+# ---- benchmarks (spec/test_p4_cost.py): ratios computed from each run's own timings ----
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Add every benchmark's ratios to the JSON that --benchmark-json / --benchmark-autosave write."""
+    from bertspec import cost
+
+    cost.add_ratios(output_json)

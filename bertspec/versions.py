@@ -1,0 +1,50 @@
+"""What differs between the transformers versions the spec runs on, in one place.
+
+Each entry was read in that version's source and observed on transformers
+4.57.6 and 5.24.0 (torch 2.13 CPU); the claims compare what they observe on the
+installed version with these tables and show the whole table, the row they
+verified marked.
+"""
+
+import transformers
+
+MAJOR = int(transformers.__version__.split(".")[0])
+VERSION = transformers.__version__
+
+# What a self-attention module receives as its attention_mask.
+# 4.x eager: BertModel.get_extended_attention_mask -> (1.0 - mask)[:, None, None, :] * finfo.min.
+# 4.x sdpa: _prepare_4d_attention_mask_for_sdpa -> None when nothing is padded, else expanded to [B, 1, T, T].
+# 5.x: masking_utils.create_bidirectional_mask -> None when nothing is padded; eager gets an
+#      additive float [B, 1, T, T], sdpa a boolean [B, 1, T, T] (True = may attend).
+MASK_FORM = {
+    (4, "eager", "unpadded"): "float [B, 1, 1, T] {-0.0}",
+    (4, "eager", "padded"): "float [B, 1, 1, T] {-0.0, finfo.min}",
+    (4, "sdpa", "unpadded"): "None",
+    (4, "sdpa", "padded"): "float [B, 1, T, T] {0.0, finfo.min}",
+    (5, "eager", "unpadded"): "None",
+    (5, "eager", "padded"): "float [B, 1, T, T] {0.0, finfo.min}",
+    (5, "sdpa", "unpadded"): "None",
+    (5, "sdpa", "padded"): "bool [B, 1, T, T] {False, True}",
+}
+
+# What BertModel does when attention_mask is not passed at all.
+# 4.57 BertModel.forward: `if attention_mask is None: attention_mask = torch.ones(...)`, then the usual path.
+# 5.x: the None goes to create_bidirectional_mask, which returns None (every key may be attended).
+MISSING_ATTENTION_MASK = {
+    4: "filled with ones, then converted as any 2D mask",
+    5: "left None; create_bidirectional_mask returns None (no mask built)",
+}
+
+# DataCollatorForLanguageModeling(seed=0): 4.57 creates its generator only `if self.seed`, so 0 means
+# "unseeded"; 5.x tests `self.seed is not None` (data/data_collator.py of 4.57.6 and 5.24.0).
+SEED_ZERO_IS_A_SEED = {4: False, 5: True}
+
+
+def table(knowledge: dict, columns: list[str], *observed) -> tuple[list[str], list[list]]:
+    """(header, rows) of a version table, with a column marking the rows this run verified (keys in ``observed``)."""
+    seen = {key if isinstance(key, tuple) else (key,) for key in observed}
+    rows = []
+    for key, value in knowledge.items():
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append([f"{key[0]}.x", *key[1:], value, "✓ this run" if key in seen else ""])
+    return [*columns, "expected", "verified"], rows
