@@ -52,7 +52,7 @@ def bert(settings, model_cache, attn_implementation):
     Default: the bundled Chinese BERT in fixtures/default-model, loaded through
     the same from_pretrained(folder) path as a real checkpoint. Its weights are
     deliberately non-degenerate (query/key init std 0.2, decoder bias at the
-    corpus's log unigram prior, 400 MLM steps; bertspec/default_model.py), so
+    corpus's log unigram prior, 1200 steps of MLM and NSP; bertspec/default_model.py), so
     the mask, the scaling, the decoder bias and the transform visibly matter; a
     claim in spec/test_p1_framework.py checks that.
     """
@@ -61,11 +61,33 @@ def bert(settings, model_cache, attn_implementation):
     return model_cache(attn_implementation)
 
 
+@pytest.fixture(scope="session")
+def as_class(settings):
+    """The checkpoint under test loaded into another BERT class (BertModel, BertForPreTraining, ...), once per class and
+    attention implementation, under the spec's seed: weights the checkpoint lacks are initialised the same way every run."""
+    import torch
+
+    from bertspec import DEFAULT_MODEL_DIR, loading
+
+    loaded = {}
+
+    def get(class_name: str, attn_implementation: str = "eager") -> loading.Loaded:
+        key = (class_name, attn_implementation)
+        if key not in loaded:
+            torch.manual_seed(SEED)
+            loaded[key] = _or_exit(lambda: loading.load_class(settings.model_path or DEFAULT_MODEL_DIR, class_name,
+                                                              attn_implementation, settings.device))
+        return loaded[key]
+
+    return get
+
+
 @pytest.fixture
 def mlm(bert):
     """The model under test, for claims about the MLM head: skipped when the checkpoint has none."""
     if not bert.has_mlm_head:
-        pytest.skip(f"{bert.source} has no MLM-head weights (encoder-only checkpoint); head claims need a trained head")
+        pytest.skip(f"{bert.source} has no MLM-head weights (encoder-only): a head transformers initialises at random "
+                    "would test that initialisation, not this checkpoint")
     return bert
 
 

@@ -3,10 +3,15 @@
 The toolkit beside the spec: load a model under test (:mod:`bertspec.loading`),
 encode inputs with a length check (:mod:`bertspec.inputs`), record a forward pass
 step by step (:mod:`bertspec.trace`), recompute it from scratch
-(:mod:`bertspec.reference`), and turn evidence into report HTML and figures
-(:mod:`bertspec.report`, :mod:`bertspec.figures`).
+(:mod:`bertspec.reference`), probe attention through its outputs
+(:mod:`bertspec.probe`), and write the handbook (:mod:`bertspec.evidence`,
+:mod:`bertspec.figures`, :mod:`bertspec.handbook`, :mod:`bertspec.knowledge`).
+The pytest plugin of the spec is :mod:`bertspec.plugin`.
 """
 
+from importlib.resources import files
 from pathlib import Path
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "default-model"
+# The repository's fixtures/ folder, installed as the package bertspec.fixtures (see pyproject.toml).
+FIXTURES = Path(str(files("bertspec.fixtures")))
+DEFAULT_MODEL_DIR = FIXTURES / "default-model"

@@ -1,37 +1,80 @@
-"""Command line: ``python -m bertspec trace "北京是中国的首[MASK]。" [--model PATH]``.
+"""Command line: ``python -m bertspec trace "北京是中国的首[MASK]。" [--model PATH]`` (or ``bertspec trace …``).
 
-Errors a user can fix (a bad folder, an over-long input) print one line and exit 2.
+Errors a user can fix (a bad folder, an over-long input) print one line and exit 2;
+libraries' own warnings are silenced, so that line is all the user sees.
 """
 
 import argparse
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def _trace(args) -> None:
-    from bertspec import loading
-    from bertspec.inputs import encode
+@contextmanager
+def _quiet_libraries():
+    """transformers' tokenizer and load-report warnings would come before our one line; restored after."""
+    from transformers.utils import logging as hf_logging
 
-    bert = loading.load(args.model, args.attn_implementation, args.device)
-    batch = encode(bert.tokenizer, args.text, bert.config.max_position_embeddings, bert.device)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def _trace(args) -> None:
+    from bertspec import validate
+
+    if args.model is not None:
+        validate.check_folder(args.model)  # a bad folder fails before torch is imported
+    with _quiet_libraries():
+        _print_trace(args)
+
+
+def _print_trace(args) -> None:
+    from bertspec import loading
     from bertspec.trace import trace_forward
 
-    trace, output = trace_forward(bert.model, **batch.as_kwargs())
-    tokens = bert.tokenizer.convert_ids_to_tokens(batch.input_ids[0].tolist())
+    bert = loading.load(args.model, args.attn_implementation, args.device)
+    batch = bert.encode(args.text)
+    tokens = bert.tokens(batch)
     print(f"model: {bert.source}  attention: {bert.attn_implementation}  device: {bert.device}")
-    print(f"tokens: {' '.join(tokens)}\n")
+    print(f"tokens: {' '.join(tokens)}")
+    for note in _notes(bert, batch, tokens):
+        print(f"note: {note}")
+    print()
+    model = bert.model if bert.has_mlm_head else bert.model.bert
+    trace, output = trace_forward(model, **batch.as_kwargs())
     print(trace.table())
     if not bert.has_mlm_head:
-        print("\nno MLM-head weights in this checkpoint (encoder only): no predictions shown")
-    elif bert.tokenizer.mask_token_id in batch.input_ids[0].tolist():
-        logits = output.logits[0]
-        for pos in (batch.input_ids[0] == bert.tokenizer.mask_token_id).nonzero().flatten().tolist():
-            top = logits[pos].softmax(-1).topk(5)
-            guesses = ", ".join(f"{bert.token(i)} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-            print(f"\n[MASK] at position {pos}: {guesses}")
+        print("\nno MLM-head weights in this checkpoint (encoder only): the trace stops at the encoder, no predictions")
+        return
+    for pos in batch.positions(bert.tokenizer.mask_token_id):
+        top = output.logits[0, pos].softmax(-1).topk(5)
+        guesses = ", ".join(f"{bert.token(i)} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+        print(f"\n[MASK] at position {pos}: {guesses}")
+
+
+def _notes(bert, batch, tokens) -> list[str]:
+    """What the input does that a user may not expect: typed special tokens are tokens, unknown characters are [UNK]."""
+    tok = bert.tokenizer
+    typed = [t for t in tokens[1:-1] if t in (tok.pad_token, tok.cls_token, tok.sep_token)]
+    notes = []
+    if typed:
+        notes.append(f"the text contains {', '.join(sorted(set(typed)))}: typed in the text they are ordinary tokens "
+                     "with attention_mask 1 (a typed [PAD] is not padding)")
+    if len(tokens) > 2 and all(t == tok.unk_token for t in tokens[1:-1]):
+        notes.append(f"no character of the text is in this vocabulary: every token is {tok.unk_token}")
+    return notes
 
 
 def _random_checkpoint(args) -> None:
@@ -41,15 +84,28 @@ def _random_checkpoint(args) -> None:
     print(f"wrote a random bert-base-chinese-sized checkpoint to {args.out}")
 
 
+def _zoo(args) -> None:
+    from bertspec import zoo
+
+    zoo.main(args.out)
+
+
 def _build_default_model(args) -> None:
     from bertspec import default_model
 
     default_model.main([args.out] if args.out else [])
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the problem and the valid values), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bertspec", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = OneLineParser(prog="python -m bertspec", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     t = sub.add_parser("trace", help="print every step of one forward pass")
     t.add_argument("text")
     t.add_argument("--model", metavar="PATH", default=None, help="local checkpoint folder (default: the bundled model)")
@@ -60,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("out")
     r.add_argument("--encoder-only", action="store_true", help="save a BertModel (no MLM head), like sentence-embedding models")
     r.set_defaults(run=_random_checkpoint)
+    z = sub.add_parser("zoo", help="write checkpoints unlike the bundled model (English, encoder-only, 12 layers, ...)")
+    z.add_argument("out")
+    z.set_defaults(run=_zoo)
     b = sub.add_parser("build-default-model", help="rebuild the bundled default model from fixtures/corpus.zh.txt")
     b.add_argument("out", nargs="?", default=None)
     b.set_defaults(run=_build_default_model)
@@ -67,13 +126,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from bertspec.inputs import InputTooLongError
-    from bertspec.loading import CheckpointError
+    from bertspec.validate import CheckpointError, InputTooLongError
 
     args = parser().parse_args(argv)
     try:
         args.run(args)
-    except (CheckpointError, InputTooLongError) as err:
+    except CheckpointError as err:
+        message = str(err)
+        print(f"error: {message if message.startswith('--') else '--model ' + message}", file=sys.stderr)
+        return 2
+    except InputTooLongError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -77,6 +77,13 @@ CATALOGUE = {
     "P5.2b": ("快速参考指南", "a quick-reference guide"),
     "P5.2c": ("Q&A 形式的知识库", "a Q&A knowledge base"),
     "P5.2d": ("适合分享和教学的材料", "material fit for sharing and teaching"),
+    "P6.1": ("pooler_output、[CLS] 隐藏状态与平均池化", "pooler_output vs the [CLS] hidden state vs mean pooling"),
+    "P6.2": ("平均池化必须按 attention_mask 加权", "mean pooling weighted by attention_mask"),
+    "P6.3": ("加载警告的含义", "what the load warnings mean"),
+    "P6.4": ("token 分类中的 -100", "-100 labels in token classification"),
+    "P6.5": ("自定义 3D / 4D attention mask 与句子打包", "custom 3D / 4D attention masks; packing sentences"),
+    "P6.6": ("半精度中的 NaN 从何而来", "where NaN comes from in half precision"),
+    "P6.7": ("NSP 头、它的标签与预训练 loss", "the NSP head, its labels and the pre-training loss"),
 }
 
 

@@ -205,6 +205,19 @@ def _untied(bert: ModelUnderTest, perturbation: float) -> ModelUnderTest:
     return dataclasses.replace(bert, model=model)
 
 
+@counterfeit("decoder_bias_untied")
+def decoder_bias_untied(bert: ModelUnderTest):
+    """A deep copy whose decoder uses its own copy of cls.predictions.bias, so the real bias is never trained.
+
+    The logits are unchanged; only a gradient check can tell (the bias tying
+    transformers restores in tie_weights).
+    """
+    model = copy.deepcopy(bert.model)
+    decoder = model.cls.predictions.decoder
+    decoder.bias = torch.nn.Parameter(decoder.bias.detach().clone())
+    yield dataclasses.replace(bert, model=model)
+
+
 @counterfeit("head_without_transform")
 def head_without_transform(bert: ModelUnderTest):
     """The MLM head skips its transform: the decoder scores sequence_output as it is.
@@ -214,6 +227,25 @@ def head_without_transform(bert: ModelUnderTest):
     """
     with _hooked(bert.model.cls.predictions.transform, bert, post=lambda module, args, kwargs, output: args[0]):
         yield bert
+
+
+@counterfeit("pooler_without_tanh")
+def pooler_without_tanh(bert: ModelUnderTest):
+    """Every BertPooler returns its dense layer's output without the tanh, in any model built from the checkpoint.
+
+    A global module hook (torch's register_module_forward_hook), active only
+    inside the context, so it reaches the BertModel a claim loads itself.
+    """
+    def hook(module, args, output):
+        if type(module).__name__ == "BertPooler":
+            return module.dense(args[0][:, 0])
+        return None
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield bert
+    finally:
+        handle.remove()
 
 
 @counterfeit("logits_softmaxed")

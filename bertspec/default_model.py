@@ -1,32 +1,37 @@
 """Builder of the bundled default model: a tiny Chinese BERT in fixtures/default-model.
 
-    python -m bertspec.default_model [OUT_DIR]      # default: fixtures/default-model
+    python -m bertspec build-default-model [OUT_DIR]      # default: fixtures/default-model
 
 How it is made: the vocabulary is bert-base-chinese's special-id layout ([PAD]=0,
 [unused1..99], [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103) followed by the sorted
 characters of fixtures/corpus.zh.txt plus common punctuation, digits and a-z (490
-tokens). A BertForMaskedLM (hidden 64, 3 layers, 4 heads, FFN 100, 64 positions) is
-trained for 400 AdamW steps of standard MLM (15% of real tokens, 80/10/10) on single
-sentences and consecutive sentence pairs (token_type 0/1), seeded and single-threaded,
-so rebuilding gives byte-identical files (about 12 s on a 2-core CPU; built with
-transformers 5, since 4.57 trains to slightly different weights). The folder loads
-with from_pretrained under transformers 4.57 and 5.x, eager or sdpa, to identical logits.
+tokens). A BertForPreTraining (hidden 64, 3 layers, 4 heads, FFN 100, 64 positions) is
+trained for 1200 AdamW steps of BERT's pre-training on sentence pairs: MLM (15% of real
+tokens, 80/10/10) plus next-sentence prediction (half the pairs consecutive lines of the
+corpus, label 0; half with a random second sentence, label 1). Seeded and single-threaded,
+so rebuilding gives byte-identical files (about 50 s on a 2-core CPU; built with
+transformers 5, since 4.57 trains to slightly different weights). The folder holds the
+encoder, the pooler, the MLM head and the NSP head, as a pre-trained BERT checkpoint does,
+and loads with from_pretrained under transformers 4.57 and 5.x, eager or sdpa, into
+BertForMaskedLM (dropping the pooler and NSP head as unused) or BertForPreTraining.
 
 Why the weights are not degenerate: plain training from BERT's init leaves attention
 nearly uniform (mean head entropy 2.18-2.32 vs log(11) = 2.40) and the decoder bias
 near zero (|b| < 0.34; zeroing it changes 3 of 259 masked predictions). So query/key
-weights start at std 0.2 and the decoder bias at the corpus log-unigram prior.
+weights start at std 0.2 and the decoder bias at the corpus log-unigram prior. NSP is
+learned only late: after 400 or 800 steps its head still gives every pair p = 0.5.
 Measured on the shipped model:
-  - 北京是中国的首[MASK]。 -> 都 (p = 0.373; next 边 0.105, 京 0.076)
-  - mean attention entropy per layer 0.82 / 1.12 / 1.03 (every head <= 1.24) vs 2.40
+  - 北京是中国的首[MASK]。 -> 都 (p = 0.882; next 边 0.039, 京 0.014)
+  - mean attention entropy per layer 0.83 / 1.05 / 1.06 (every head <= 1.38) vs 2.40
   - dropping the padding mask (4 [PAD] appended) moves real tokens' last hidden state
-    by up to 0.67 (hidden values up to 3.1); with the mask the change is < 1e-6
-  - removing the 1/sqrt(d) scaling moves that sentence's logits by up to 1.19, and
-    changes 32 of 259 argmax predictions on corpus sentences with 15% masked
-  - on the same batch, zeroing cls.predictions.bias changes 129 of 259 predictions,
-    removing the head transform 186, zeroing position embeddings 224
-  - zeroing token_type_ids on a sentence pair moves logits by up to 2.88
-  - in every LayerNorm max|weight - 1| >= 0.044 (mean >= 0.015) and max|bias| >= 0.026
+    by up to 0.78 (hidden values up to 2.8); with the mask the change is < 1e-6
+  - on the first 60 corpus lines with 15% of their characters masked (75 positions),
+    zeroing cls.predictions.bias changes 19 predictions, removing the head transform 40,
+    zeroing position embeddings 56
+  - zeroing token_type_ids on a sentence pair moves logits by up to 5.58
+  - in every LayerNorm max|weight - 1| >= 0.071 (mean >= 0.022) and max|bias| >= 0.059
+  - NSP over the corpus' 203 consecutive pairs and 202 random ones: mean p(B follows A)
+    0.82 vs 0.22 (89% right)
 """
 
 import sys
@@ -35,11 +40,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertTokenizer
+from transformers import BertConfig, BertForPreTraining, BertTokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "fixtures" / "corpus.zh.txt"
-OUT_DIR = ROOT / "fixtures" / "default-model"
+from bertspec import DEFAULT_MODEL_DIR, FIXTURES
+
+CORPUS = FIXTURES / "corpus.zh.txt"
+OUT_DIR = DEFAULT_MODEL_DIR
 
 # bert-base-chinese's layout, so spec code can rely on the well-known ids
 # [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103.
@@ -62,7 +68,7 @@ CONFIG = dict(
 )
 
 SEED = 1234
-STEPS = 400
+STEPS = 1200  # NSP is learned only after ~1000 steps (at 800 p(B follows A) is still 0.5 for every pair)
 BATCH_SIZE = 32
 LR = 2e-3
 MASK_PROB = 0.15
@@ -98,12 +104,17 @@ def init_weights(model, tokenizer, corpus_lines):
 
 
 def sample_batch(tokenizer, corpus_lines, generator):
-    # Half single sentences, half consecutive pairs, so segment B (token_type 1) is trained.
-    starts = torch.randint(len(corpus_lines) - 1, (BATCH_SIZE,), generator=generator).tolist()
-    is_pair = (torch.rand(BATCH_SIZE, generator=generator) < 0.5).tolist()
-    encoded = [tokenizer(corpus_lines[i], corpus_lines[i + 1] if pair else None)
-               for i, pair in zip(starts, is_pair)]
-    return tokenizer.pad(encoded, return_tensors="pt")
+    # Sentence pairs, as BERT was pre-trained: half consecutive (next_sentence_label 0, B follows A), half with
+    # a random second sentence (label 1), so segment B (token_type 1), the pooler and the NSP head are trained.
+    n = len(corpus_lines)
+    starts = torch.randint(n - 1, (BATCH_SIZE,), generator=generator).tolist()
+    random_second = (torch.rand(BATCH_SIZE, generator=generator) < 0.5).tolist()
+    others = torch.randint(n, (BATCH_SIZE,), generator=generator).tolist()
+    encoded = [tokenizer(corpus_lines[i], corpus_lines[(j if j != i + 1 else j + 1) % n] if rand else corpus_lines[i + 1])
+               for i, rand, j in zip(starts, random_second, others)]
+    batch = tokenizer.pad(encoded, return_tensors="pt")
+    batch["next_sentence_label"] = torch.tensor(random_second, dtype=torch.long)
+    return batch
 
 
 def mask_tokens(input_ids, vocab_size, generator):
@@ -160,11 +171,13 @@ def build(out_dir=OUT_DIR, corpus_path=CORPUS, seed=SEED):
     assert len(tokenizer) == len(vocab), "tokenizer ignored vocab.txt"
     with reproducible():
         torch.manual_seed(seed)
-        model = BertForMaskedLM(bert_config(len(vocab)))
+        model = BertForPreTraining(bert_config(len(vocab)))
         init_weights(model, tokenizer, corpus_lines)
         train(model, tokenizer, corpus_lines, seed)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    for file in out_dir.iterdir():
+        file.chmod(0o644)  # transformers 5 writes model.safetensors readable by its owner only
     return model, tokenizer
 
 

@@ -122,7 +122,9 @@ class Collector:
                                            record["counterfeits"], record["benchmark"])
         self.claims[key].runs.append(run)
 
-    def finish(self, exitstatus) -> None:
+    def finish(self, session, exitstatus) -> None:
+        # session.items, not pytest_collection_finish: an interrupt can land between collection and that hook.
+        self.expect(item.nodeid for item in session.items)
         self.exitstatus = int(exitstatus)
 
     @property
@@ -141,9 +143,6 @@ class Collector:
     # hooks: the collector is registered as a plugin
     def pytest_runtest_logreport(self, report):
         self.add(report)
-
-    def pytest_collection_finish(self, session):
-        self.expect(item.nodeid for item in session.items)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids):

@@ -4,14 +4,62 @@ from dataclasses import dataclass
 
 import torch
 
-# The plan's own example: bert-base-chinese predicts 都 ("capital") here.
-SENTENCE = "北京是中国的首[MASK]。"
-SHORT_SENTENCE = "首都。"
-PAIR = ("北京是中国的首都。", "东京是日本的首都。")
+from bertspec.validate import InputTooLongError
 
 
-class InputTooLongError(ValueError):
-    """An input needs more positions than the model has position embeddings."""
+
+@dataclass(frozen=True)
+class Texts:
+    """The example inputs of the claims, in one language; each [MASK] stands for one token of ``filled``."""
+
+    language: str
+    sentence: str  # one [MASK]: the plan's example
+    short: str  # shorter than ``sentence``, so the two make a padded batch
+    pair: tuple[str, str]
+    masked: tuple[str, ...]  # three sentences, four [MASK]s
+    filled: tuple[str, ...]  # the same sentences with every [MASK] filled in
+    two_masks: str
+    two_masks_truth: tuple[str, str]
+    around_unknown: tuple[str, str]  # text to put before and after a character no vocabulary has
+    words: tuple[str, ...]  # a pre-split sentence with words of several pieces, for token classification
+
+    def all(self) -> list[str]:
+        return [self.sentence, self.short, *self.pair, *self.filled, self.two_masks]
+
+
+# The plan's own example first: bert-base-chinese predicts 都 ("capital") at 北京是中国的首[MASK]。
+CHINESE = Texts(
+    "zh", "北京是中国的首[MASK]。", "首都。", ("北京是中国的首都。", "东京是日本的首都。"),
+    ("北京是中国的首[MASK]。", "巴[MASK]是法国的首[MASK]。", "首[MASK]。"), ("北京是中国的首都。", "巴黎是法国的首都。", "首都。"),
+    "北京是中国的[MASK][MASK]。", ("首", "都"), ("北京", "。"), ("北京", "是", "中国", "的", "首都", "。"),
+)
+# The same sentences for a vocabulary without Chinese characters, such as bert-base-uncased's.
+ENGLISH = Texts(
+    "en", "the capital of france is [MASK] .", "the city .",
+    ("paris is the capital of france .", "berlin is the capital of germany ."),
+    ("the capital of france is [MASK] .", "[MASK] is the capital of [MASK] .", "the [MASK] ."),
+    ("the capital of france is paris .", "rome is the capital of italy .", "the city ."),
+    "the capital of [MASK] is [MASK] .", ("france", "paris"), ("paris ", " ."),
+    ("the", "capital", "of", "france", "is", "unbelievably", "beautiful", "."),
+)
+SENTENCE, SHORT_SENTENCE, PAIR = CHINESE.sentence, CHINESE.short, CHINESE.pair
+
+
+def corpus_lines(language: str) -> list[str]:
+    """The non-empty lines of fixtures/corpus.<language>.txt: the bundled model's training text, or its English peer."""
+    from bertspec import FIXTURES
+
+    text = (FIXTURES / f"corpus.{language}.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def texts_for(tokenizer) -> Texts:
+    """The example texts this vocabulary knows best: the language whose sentences have the fewest [UNK]."""
+    def unknown_share(texts: Texts) -> float:
+        tokens = [t for text in texts.all() for t in tokenizer.tokenize(text)]
+        return sum(t == tokenizer.unk_token for t in tokens) / len(tokens)
+
+    return min((CHINESE, ENGLISH), key=unknown_share)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,12 @@ Nothing here touches the network; callers set the hub offline first.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from bertspec import DEFAULT_MODEL_DIR, validate
-from bertspec.inputs import Batch, encode
+from bertspec.inputs import Batch, Texts, encode, texts_for
 from bertspec.trace import trace_forward
 from bertspec.validate import CheckpointError, load_tokenizer
 
@@ -37,9 +38,29 @@ class ModelUnderTest:
     def is_default(self) -> bool:
         return self.source == "bundled default"
 
+    @cached_property
+    def texts(self) -> Texts:
+        """The claims' example inputs in the language of this checkpoint's vocabulary."""
+        return texts_for(self.tokenizer)
+
+    def example(self, padded: bool = True) -> Batch:
+        """The plan's sentence (one [MASK]) in this vocabulary's language, beside a shorter one unless ``padded`` is False.
+
+        Padded, row 1 is the shorter sentence and ends in [PAD] positions.
+        """
+        return self.encode([self.texts.sentence, self.texts.short] if padded else [self.texts.sentence])
+
     def encode(self, texts, text_pairs=None, padding_side="right") -> Batch:
-        """Tokenize, pad (right unless told) and move to the model's device, after the length check."""
-        return encode(self.tokenizer, texts, self.config.max_position_embeddings, self.device, text_pairs, padding_side)
+        """Tokenize, pad (right unless told) and move to the model's device, after the length check.
+
+        A checkpoint with one token type (type_vocab_size 1) has no row for segment
+        B, which the tokenizer marks 1 in a pair; such a model is fed type 0 everywhere,
+        as its users must (a P4 claim shows the error transformers gives otherwise).
+        """
+        batch = encode(self.tokenizer, texts, self.config.max_position_embeddings, self.device, text_pairs, padding_side)
+        if self.config.type_vocab_size == 1:
+            return Batch(batch.input_ids, batch.attention_mask, torch.zeros_like(batch.token_type_ids))
+        return batch
 
     def token(self, token_id) -> str:
         """One id as a token; a checkpoint's vocab_size may exceed its tokenizer's, so some ids have none."""
@@ -67,41 +88,71 @@ def check_device(device: str) -> None:
         raise CheckpointError("--device cuda: no CUDA GPU is visible to torch on this machine; use --device cpu")
 
 
+@dataclass
+class Loaded:
+    """A checkpoint loaded into one transformers class, with what the load reported."""
+
+    model: torch.nn.Module  # in eval mode, on its device
+    missing: set[str]  # the class's weights the checkpoint lacks: initialised at random
+    unexpected: set[str]  # the checkpoint's weights the class has no place for: dropped
+    warnings: list[str]  # what transformers logged at WARNING level, first lines
+
+
+def load_class(folder, class_name: str, attn_implementation="eager", device="cpu") -> Loaded:
+    """``from_pretrained(folder)`` into a transformers class by name, its load report kept instead of printed.
+
+    4.57 reports missing and unused weights in two log messages, 5.x in one table
+    (and, before it, a progress bar); both go to the "transformers" logger, which is
+    captured here, while ``output_loading_info`` gives the same keys as data (lists
+    on 4.57, sets on 5.x: normalised to sets).
+    """
+    import logging
+
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    root = logging.getLogger("transformers")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    hf_logging.disable_progress_bar()
+    handlers = root.handlers[:]
+    root.handlers = [handler]
+    try:
+        model, info = getattr(transformers, class_name).from_pretrained(
+            str(folder), attn_implementation=attn_implementation, output_loading_info=True)
+    except Exception as err:  # safetensors, pickle and torch all raise their own types
+        raise CheckpointError(f"{folder}: the weights do not load ({type(err).__name__}: {validate.first_line(err)}); "
+                              "re-download or re-save the checkpoint") from None
+    finally:
+        root.handlers = handlers
+        hf_logging.set_verbosity(verbosity)
+    first_lines = [message.replace("\x1b[1m", "").replace("\x1b[0m", "").splitlines()[0] for message in records]
+    return Loaded(model.to(device).eval(), set(info["missing_keys"]), set(info["unexpected_keys"]), first_lines)
+
+
 def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -> ModelUnderTest:
     """Load BertForMaskedLM from a folder (the bundled default when path is None), after validating the folder.
 
     Raises CheckpointError, whose one-line message the caller prefixes with the option the user typed.
     """
-    from transformers import BertForMaskedLM
-    from transformers.utils import logging as hf_logging
-
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
         raise CheckpointError(f"attention implementation {attn_implementation!r} is not one of {ATTN_IMPLEMENTATIONS}")
     check_device(device)
     facts = validate.check_folder(path if path is not None else DEFAULT_MODEL_DIR)
     validate.check_against_config(facts)
     folder = facts.folder
-    # The load report for an encoder-only checkpoint is expected; we read it from loading_info instead.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = BertForMaskedLM.from_pretrained(
-            str(folder), attn_implementation=attn_implementation, output_loading_info=True
-        )
-    except Exception as err:  # safetensors, pickle and torch all raise their own types
-        raise CheckpointError(f"{folder}: the weights do not load ({type(err).__name__}: {validate.first_line(err)}); re-download or re-save the checkpoint") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing = set(info["missing_keys"])
-    encoder_missing = sorted(k for k in missing if not k.startswith(HEAD_PREFIX))
+    loaded = load_class(folder, "BertForMaskedLM", attn_implementation, device)
+    encoder_missing = sorted(k for k in loaded.missing if not k.startswith(HEAD_PREFIX))
     if encoder_missing:
         raise CheckpointError(f"{folder}: encoder weights missing ({encoder_missing[0]}, ... {len(encoder_missing)} in all); this is not a BERT checkpoint")
     return ModelUnderTest(
-        model=model.to(device).eval(),
+        model=loaded.model,
         tokenizer=tokenizer if tokenizer is not None else load_tokenizer(folder),
         attn_implementation=attn_implementation,
         device=device,
         source="bundled default" if path is None else str(folder),
-        has_mlm_head=not any(k.startswith(HEAD_PREFIX) for k in missing),
+        has_mlm_head=not any(k.startswith(HEAD_PREFIX) for k in loaded.missing),
     )

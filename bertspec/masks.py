@@ -27,7 +27,7 @@ def allowed(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
 class MaskForm:
     """What a layer received, in words a reader can compare across versions."""
 
-    kind: str  # "None", "bool" or "float"
+    kind: str  # "None", "bool", "float" or "int"
     shape: str  # symbolic, e.g. "[B, 1, 1, T]"
     values: str  # the distinct values, e.g. "{-0.0}" or "{0.0, finfo.min}"
 
@@ -44,11 +44,11 @@ def form(mask: torch.Tensor | None, batch: int, length: int) -> MaskForm:
 
 
 def _kind(mask) -> str:
-    return "bool" if mask.dtype == torch.bool else "float"
+    return "bool" if mask.dtype == torch.bool else "float" if mask.is_floating_point() else "int"
 
 
 def _value_names(mask) -> list[str]:
-    if mask.dtype == torch.bool:
+    if not mask.is_floating_point():
         return [str(v) for v in sorted(mask.unique().tolist())]
     finfo_min = torch.finfo(mask.dtype).min
     names = set()
@@ -80,3 +80,21 @@ def layer_mask_replaced(model: torch.nn.Module, replace):
     finally:
         for h in handles:
             h.remove()
+
+
+def packed_mask(lengths: list[int], dtype: torch.dtype, major: int) -> torch.Tensor:
+    """A block-diagonal mask for sentences of ``lengths`` packed into one row, in the form transformers ``major`` takes.
+
+    5.x hands a 4D mask to attention as it is: [1, 1, T, T], additive, in the
+    model's dtype (a boolean one would be *added* by eager attention). 4.x
+    refuses 4D masks but converts a 3D [1, T, T] 0/1 mask like a 2D one.
+    """
+    t = sum(lengths)
+    keep = torch.zeros(t, t, dtype=torch.bool)
+    start = 0
+    for n in lengths:
+        keep[start:start + n, start:start + n] = True
+        start += n
+    if major >= 5:
+        return torch.zeros(1, 1, t, t, dtype=dtype).masked_fill(~keep, torch.finfo(dtype).min)
+    return keep[None].long()

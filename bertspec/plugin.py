@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from dataclasses import dataclass  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -39,9 +40,10 @@ def pytest_addoption(parser):
     group = parser.getgroup("bertspec")
     group.addoption("--bert-model", metavar="PATH", default=None,
                     help="local BERT checkpoint folder to run every claim on (default: the bundled model)")
-    group.addoption("--attn-implementation", choices=("eager", "sdpa", "all"), default="all",
+    # No argparse choices: a wrong value gets pytest's usage block; checked in pytest_configure in one line instead.
+    group.addoption("--attn-implementation", metavar="eager|sdpa|all", default="all",
                     help="attention implementation(s) the claims run on (default: all)")
-    group.addoption("--device", choices=("cpu", "cuda"), default="cpu", help="device of the model (default: cpu)")
+    group.addoption("--device", metavar="cpu|cuda", default="cpu", help="device of the model (default: cpu)")
 
 
 def pytest_configure(config):
@@ -52,6 +54,8 @@ def pytest_configure(config):
     ):
         config.addinivalue_line("markers", marker)
     choice = config.getoption("--attn-implementation")
+    _check_choice("--attn-implementation", choice, (*ATTN_IMPLEMENTATIONS, "all"))
+    _check_choice("--device", config.getoption("--device"), ("cpu", "cuda"))
     settings = Settings(
         model_path=config.getoption("--bert-model"),
         attn_implementations=ATTN_IMPLEMENTATIONS if choice == "all" else (choice,),
@@ -60,8 +64,14 @@ def pytest_configure(config):
     config.stash[SETTINGS] = settings
     config.stash[COLLECTOR] = collector = handbook.Collector()
     config.pluginmanager.register(collector, "bertspec-handbook")
+    config.pluginmanager.register(NoSnapshotSummaryWhenCutShort(), "bertspec-snapshot-summary")
     if not _is_xdist_worker(config):  # the controller already checked, and a worker cannot stop the session cleanly
         _check_or_stop(settings)
+
+
+def _check_choice(option: str, value: str, allowed: tuple) -> None:
+    if value not in allowed:
+        raise pytest.UsageError(f"{option} {value}: not a valid value; use one of {', '.join(allowed)}")
 
 
 def _check_or_stop(settings: Settings) -> None:
@@ -98,14 +108,28 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+def _cut_short(exitstatus) -> bool:
+    return exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[COLLECTOR].finish(exitstatus)
-    if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        # An interrupted or aborted run leaves snapshots unvisited; they are not unused,
-        # and syrupy must neither fail the run for them nor advise deleting them.
+    session.config.stash[COLLECTOR].finish(session, exitstatus)
+    if _cut_short(exitstatus):
+        # An interrupted or aborted run leaves snapshots unvisited; they are not unused, and
+        # syrupy (whose hook runs inside this one) must not add its failure bit to the status.
         session.config.option.disable_unused_snapshots = True
     return (yield)
+
+
+class NoSnapshotSummaryWhenCutShort:
+    """Runs after syrupy's finish: its summary would now advise against the setting above; a cut-short run has none."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        syrupy = getattr(session.config, "_syrupy", None)
+        if _cut_short(exitstatus) and getattr(syrupy, "report", None) is not None:
+            syrupy.report = SimpleNamespace(lines=())
 
 
 # ---- the handbook: pytest-html writes the page, these hooks fill it ----

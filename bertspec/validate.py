@@ -33,6 +33,10 @@ class CheckpointError(ValueError):
     """The folder given as a model is not a checkpoint the spec can load; the message says why and what to do."""
 
 
+class InputTooLongError(ValueError):
+    """An input needs more positions than the model has position embeddings."""
+
+
 @dataclass
 class CheckpointFacts:
     folder: Path

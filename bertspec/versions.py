@@ -35,6 +35,28 @@ MISSING_ATTENTION_MASK = {
     5: "left None; create_bidirectional_mask returns None (no mask built)",
 }
 
+# Custom attention masks, on a right-padded batch (bertspec.masks.form of what layer 0 receives; "honoured": the
+# real tokens' outputs equal those of the plain 2D mask). Read in 4.57's BertModel.forward /
+# get_extended_attention_mask / _prepare_4d_attention_mask_for_sdpa (3D passes since PR #32105; 4D is refused)
+# and 5.x's masking_utils (2D .to(bool); 4D "already prepared or custom": passed on untouched, so eager *adds* a
+# boolean 4D mask; 3D breaks in padding_mask_function).
+_4X_2D = {"eager": "float [B, 1, 1, T] {-0.0, finfo.min}; honoured", "sdpa": "float [B, 1, T, T] {0.0, finfo.min}; honoured"}
+CUSTOM_MASKS = {
+    **{(4, impl, form): value for impl, value in _4X_2D.items() for form in ("2D 0/1 integers", "2D booleans")},
+    (4, "eager", "2D floats, 0.5 at padding"): "float [B, 1, 1, T] {-0.0, -1.701e+38}; honoured",
+    (4, "sdpa", "2D floats, 0.5 at padding"): "float [B, 1, T, T] {0.0, finfo.min}; honoured",
+    **{(4, impl, "3D [B, T, T] 0/1"): "float [B, 1, T, T] {-0.0, finfo.min}; honoured" for impl in ("eager", "sdpa")},
+    **{(4, impl, form): "refused: ValueError" for impl in ("eager", "sdpa")
+       for form in ("4D [B, 1, T, T] additive", "4D [B, 1, T, T] booleans")},
+    **{(5, "eager", form): "float [B, 1, T, T] {0.0, finfo.min}; honoured" for form in ("2D 0/1 integers", "2D booleans")},
+    **{(5, "sdpa", form): "bool [B, 1, T, T] {False, True}; honoured" for form in ("2D 0/1 integers", "2D booleans")},
+    **{(5, impl, "2D floats, 0.5 at padding"): "None; NOT honoured" for impl in ("eager", "sdpa")},
+    **{(5, impl, "3D [B, T, T] 0/1"): "refused: RuntimeError" for impl in ("eager", "sdpa")},
+    **{(5, impl, "4D [B, 1, T, T] additive"): "float [B, 1, T, T] {0.0, finfo.min}; honoured" for impl in ("eager", "sdpa")},
+    (5, "eager", "4D [B, 1, T, T] booleans"): "bool [B, 1, T, T] {False, True}; NOT honoured",
+    (5, "sdpa", "4D [B, 1, T, T] booleans"): "bool [B, 1, T, T] {False, True}; honoured",
+}
+
 # DataCollatorForLanguageModeling(seed=0): 4.57 creates its generator only `if self.seed`, so 0 means
 # "unseeded"; 5.x tests `self.seed is not None` (data/data_collator.py of 4.57.6 and 5.24.0).
 SEED_ZERO_IS_A_SEED = {4: False, 5: True}

@@ -2,18 +2,14 @@
 the command line, and the errors a user can fix.
 """
 
-import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR, loading
 from bertspec.__main__ import main as cli
-from bertspec.inputs import SENTENCE, SHORT_SENTENCE, InputTooLongError
+from bertspec.inputs import CHINESE, InputTooLongError, texts_for
 from bertspec.masks import layer_mask_replaced
 from bertspec.tolerances import TOL
 from bertspec.trace import Step
@@ -65,7 +61,7 @@ def test_the_tracer_records_every_step_of_every_layer_in_post_ln_order(bert, evi
     所以 LayerNorm:input 恰好等于 dense 输出 + 残差（推理模式下 dropout 为恒等）。测试对每一层检查顺序与这一算术关系，
     正是这一点保证了步骤名的真实性。
     """
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     trace, _ = bert.trace(batch)
     names = trace.names()
     wanted = expected_order(bert.config.num_hidden_layers)
@@ -98,7 +94,7 @@ def test_every_step_record_has_the_same_fields(bert, evidence):
     原因：统一的记录类型让不同层、不同模型、不同版本的 trace 可以比较。统计量用 float64 计算
     （满是 finfo(float32).min 的 mask 会让 float32 均值溢出），且与是否保留张量无关；只有 None 值（没有构造 mask 时）没有统计量。
     """
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     kept, _ = bert.trace(batch, keep_tensors=True)
     light, _ = bert.trace(batch, keep_tensors=False)
     fields = list(Step.__dataclass_fields__)
@@ -132,7 +128,7 @@ def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evi
     tracer 由内核输入（q、k、mask、scale）推导；本断言保证推导值在 float32 内核容差内复现内核输出，
     这正是可以展示推导值的依据。
     """
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     trace, _ = bert.trace(batch)
     n_heads = bert.config.num_attention_heads
     real = batch.attention_mask.bool()
@@ -148,29 +144,31 @@ def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evi
     evidence.table("probs @ V vs the module's output (real tokens)", ["module", "probs are", "max |diff|"], rows)
 
 
-def test_the_trace_command_prints_every_step_and_the_prediction(settings, capsys):
+def test_the_trace_command_prints_every_step_and_the_prediction(settings, model_cache, capsys):
     """``python -m bertspec trace TEXT`` prints the step table and the top guesses at each [MASK].
 
     The command line uses the same loader and tracer as the spec, so what a
     user sees in the terminal is what the claims check. An encoder-only
-    checkpoint has no head to predict with, and the command says so.
+    checkpoint has no head to predict with: the trace stops at the encoder, and
+    the command says so instead of showing a randomly initialised head.
 
     Claim ID: P1.2
     Question: What does `python -m bertspec trace` print?
     问题：`python -m bertspec trace` 会打印什么？
     中文：`python -m bertspec trace 文本` 打印每一步的表格以及每个 [MASK] 处的候选预测。
     原因：命令行与 spec 使用同一个加载器和 tracer，用户在终端看到的就是断言所检查的内容。
-    只有 encoder 的 checkpoint 没有预测头，命令会如实说明。
+    只有 encoder 的 checkpoint 没有预测头：trace 在 encoder 处结束，命令如实说明，而不是显示一个随机初始化的预测头。
     """
-    args = ["trace", SENTENCE] + (["--model", settings.model_path] if settings.model_path else [])
+    bert = model_cache("eager")
+    args = ["trace", bert.texts.sentence] + (["--model", settings.model_path] if settings.model_path else [])
     assert cli(args) == 0
     out = capsys.readouterr().out
-    assert "bert.encoder.layer.0.attention.self:probs" in out
-    assert "cls.predictions.decoder" in out
-    if loading.load(settings.model_path).has_mlm_head:
-        assert re.search(r"\[MASK\] at position 8: .+? \d\.\d{3}", out)
+    assert re.search(r"^(bert\.)?encoder\.layer\.0\.attention\.self:probs ", out, re.MULTILINE)
+    if bert.has_mlm_head:
+        assert "cls.predictions.decoder" in out
+        assert re.search(r"\[MASK\] at position \d+: .+? \d\.\d{3}", out)
     else:
-        assert "no MLM-head weights" in out
+        assert "cls.predictions" not in out and "the trace stops at the encoder" in out
 
 
 def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_says_too_long(bert, capsys):
@@ -196,127 +194,96 @@ def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_
     assert err.startswith("error: input is too long") and "\n" not in err
 
 
-def _folder(tmp_path, config=None, weights=b"", vocab=True) -> Path:
-    if config is not None:
-        (tmp_path / "config.json").write_text(config)
-    if weights:
-        (tmp_path / "model.safetensors").write_bytes(weights)
-    if vocab:
-        (tmp_path / "vocab.txt").write_text((DEFAULT_MODEL_DIR / "vocab.txt").read_text(encoding="utf-8"), encoding="utf-8")
-    return tmp_path
+BERT_BASE_CHINESE_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 
 
-BAD_FOLDERS = {
-    "missing folder": (lambda p: p / "nowhere", "no such folder"),
-    "no config.json": (lambda p: _folder(p), "no config.json"),
-    "not BERT": (lambda p: _folder(p, json.dumps({"model_type": "gpt2"}), b"x"), "not one of bert"),
-    "no weights": (lambda p: _folder(p, json.dumps({"model_type": "bert"})), "no weights"),
-    "unreadable weights": (lambda p: _folder(p, (DEFAULT_MODEL_DIR / "config.json").read_text(), b"not safetensors"),
-                           "not a safetensors file"),
-}
+def test_the_tokenizer_wraps_every_text_in_cls_and_sep_and_gives_each_special_token_its_own_id(tokenizer, evidence):
+    """The tokenizer opens every text with [CLS] and closes it with [SEP], keeps a typed [MASK] as one token, and gives each special token its own id.
 
-
-@pytest.mark.parametrize("case", BAD_FOLDERS)
-def test_a_bad_checkpoint_folder_is_refused_with_one_line_that_says_what_to_do(case, tmp_path):
-    """A missing, non-BERT, incomplete or unreadable checkpoint folder gives one line that says what is wrong.
-
-    The loader checks the folder, its config.json and its weights before and
-    while loading, and turns every failure into a CheckpointError of one line
-    that names the folder and the fix — never a traceback from inside torch.
+    The five special tokens ([PAD], [UNK], [CLS], [SEP], [MASK]) are entries of
+    the checkpoint's vocabulary like any other; the spec reads their ids from
+    the tokenizer rather than assuming them. bert-base-chinese and
+    bert-base-uncased both put them at 0, 100, 101, 102, 103 (after the
+    [unused] rows), which the evidence compares with this checkpoint's.
+    A [MASK] written in the text is recognised whole, not split into "[",
+    "mask" and "]".
 
     Claim ID: P1.1
-    Question: What error do I get if the checkpoint folder is missing or broken?
-    问题：checkpoint 目录缺失或有问题时会报什么错？
-    中文：缺失、非 BERT、不完整或无法读取的 checkpoint 目录，都只给出一行说明问题与解决办法的错误。
-    原因：加载器在加载前和加载中检查目录、config.json 与权重，把每种失败都变成一行 CheckpointError，
-    指出目录与修复方法，而不是 torch 内部的 traceback。
+    Question: What are the special tokens and their ids in my checkpoint?
+    问题：我的 checkpoint 里有哪些特殊 token，id 各是多少？
+    中文：分词器给每段文本加上开头的 [CLS] 与结尾的 [SEP]，把文本中的 [MASK] 保留为一个 token，并给每个特殊 token 各自的 id。
+    原因：五个特殊 token（[PAD]、[UNK]、[CLS]、[SEP]、[MASK]）与其他词一样是 checkpoint 词表中的条目；spec 从分词器读取它们的 id，
+    而不是假定。bert-base-chinese 与 bert-base-uncased 都把它们放在 0、100、101、102、103（在 [unused] 行之后），证据把它们与本
+    checkpoint 的 id 比较。写在文本中的 [MASK] 被整体识别，不会被拆成 “[”、“mask”、“]”。
     """
-    make, expected = BAD_FOLDERS[case]
-    with pytest.raises(loading.CheckpointError) as err:
-        loading.load(make(tmp_path))
-    message = str(err.value)
-    assert expected in message and "\n" not in message
+    texts = texts_for(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(texts.sentence)["input_ids"])
+    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in BERT_BASE_CHINESE_IDS}
+    evidence.table(texts.sentence, ["position", "token"], list(enumerate(tokens)))
+    evidence.table("special tokens", ["token", "id in this checkpoint", "id in bert-base-chinese"],
+                   [(t, i, BERT_BASE_CHINESE_IDS[t]) for t, i in specials.items()])
+    assert tokens[0] == tokenizer.cls_token == "[CLS]" and tokens[-1] == tokenizer.sep_token == "[SEP]"
+    assert tokens.count(tokenizer.mask_token) == texts.sentence.count("[MASK]") == 1
+    assert len(set(specials.values())) == len(specials)
+    assert all(tokenizer.convert_ids_to_tokens(i) == t for t, i in specials.items()), "a special token is not in the vocabulary"
 
 
-BAD_OPTIONS = {
-    "missing folder": (["--bert-model", "/nonexistent/bert"], "no such folder"),
-    "unknown implementation": (["--attn-implementation", "flash"], "invalid choice: 'flash'"),
-    "cuda without a GPU": (["--device", "cuda"], "no CUDA GPU"),
-}
+def test_the_example_texts_are_in_the_vocabularys_language_so_the_claims_see_real_tokens(tokenizer, evidence):
+    """The claims' example sentences are chosen in the language of the checkpoint's vocabulary, so that they see real tokens, not [UNK]s.
 
-
-@pytest.mark.parametrize("case", BAD_OPTIONS)
-def test_a_bad_option_stops_the_session_with_one_line(case):
-    """A bad --bert-model, --attn-implementation or --device stops the whole session at once, with one line.
-
-    Options are checked when pytest configures the session, before any test or
-    model load, so the user sees a single error line and exit status 4 (usage
-    error), not a page of failing tests.
+    A claim run on a sentence the vocabulary cannot read would pass on a row
+    of identical [UNK]s that differ only by position: true, and nearly empty.
+    bertspec.inputs holds the same sentences in Chinese (the plan's) and in
+    English and picks, per checkpoint, the set with the fewest [UNK]
+    (bertspec.inputs.texts_for); every [MASK] stands for one token of the
+    filled-in sentence. At most 10% of their tokens may be [UNK], or the spec
+    has no example for this vocabulary and says so by failing here.
 
     Claim ID: P1.1
-    Question: What happens if I pass a wrong --bert-model, --attn-implementation or --device?
-    问题：传错 --bert-model、--attn-implementation 或 --device 会怎样？
-    中文：错误的 --bert-model、--attn-implementation 或 --device 会立即终止整个测试会话，只输出一行错误。
-    原因：选项在 pytest 配置会话时就被检查（早于任何测试或模型加载），用户只看到一行错误与退出码 4（用法错误），
-    而不是一整页失败的测试。
+    Question: Do the claims run on text my checkpoint's vocabulary can read?
+    问题：结论是在我的 checkpoint 词表能读懂的文本上运行的吗？
+    中文：结论的例句按 checkpoint 词表的语言选择，因此它们看到的是真实的 token，而不是 [UNK]。
+    原因：在词表读不懂的句子上运行的结论，会在一排只有位置不同的 [UNK] 上通过：为真，却几乎是空的。bertspec.inputs 保存了
+    中文（计划中的）与英文两套相同的例句，并为每个 checkpoint 选择 [UNK] 最少的一套（bertspec.inputs.texts_for）；每个 [MASK]
+    对应填好的句子中的一个 token。它们的 token 中 [UNK] 最多只能占 10%，否则 spec 对这个词表没有合适的例句，并在这里以失败说明。
     """
-    option, problem = BAD_OPTIONS[case]
-    if case == "cuda without a GPU" and torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    run = subprocess.run([sys.executable, "-m", "pytest", "spec", *option, "-p", "no:cacheprovider"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    lines = [line for line in (run.stdout + run.stderr).splitlines() if line.strip()]
-    naming_the_problem = [line for line in lines if problem in line]
-    assert run.returncode == 4
-    assert len(naming_the_problem) == 1 and len(lines) <= 4, lines
-    assert "Traceback" not in run.stderr
+    texts = texts_for(tokenizer)
+    tokens = [t for text in texts.all() for t in tokenizer.tokenize(text)]
+    unknown = sum(t == tokenizer.unk_token for t in tokens)
+    evidence.table(f"example texts chosen: {texts.language}", ["text", "tokens"],
+                   [(text, " ".join(tokenizer.tokenize(text))) for text in texts.all()])
+    evidence.table("unknown tokens", ["[UNK]", "tokens", "share"], [(unknown, len(tokens), unknown / len(tokens))])
+    assert unknown / len(tokens) <= 0.1
+    for masked, filled in zip(texts.masked, texts.filled):
+        assert len(tokenizer.tokenize(masked)) == len(tokenizer.tokenize(filled)), (masked, filled)
 
 
-def test_an_encoder_only_checkpoint_loads_and_says_it_has_no_mlm_head(settings, tmp_path, evidence):
-    """A checkpoint without MLM-head weights still loads for the encoder claims and is marked as head-less.
+def test_the_tokenizer_splits_chinese_text_into_single_characters(tokenizer, evidence):
+    """Chinese text becomes one token per character: the character itself where the vocabulary has it, [UNK] where it has not.
 
-    Sentence-embedding models ship only BertModel. transformers would give such
-    a BertForMaskedLM a randomly initialised head; the loader reads the load
-    report, marks ``has_mlm_head = False``, and the ``mlm`` fixture skips head
-    claims with that reason instead of running them on random weights.
+    BERT's basic tokenizer puts spaces around every CJK character
+    (``tokenize_chinese_chars``, on by default), so WordPiece never sees a
+    Chinese word, only single characters; the vocabulary decides whether each
+    is itself or [UNK]. bert-base-chinese has some 21,000 characters; an
+    English vocabulary has none, and every character becomes its own [UNK].
 
     Claim ID: P1.1
-    Question: Can I load a checkpoint that has no MLM head?
-    问题：没有 MLM 头的 checkpoint 能加载吗？
-    中文：没有 MLM 头权重的 checkpoint 仍可加载用于 encoder 相关断言，并被标记为没有预测头。
-    原因：句向量模型通常只保存 BertModel。transformers 会为 BertForMaskedLM 随机初始化预测头；
-    加载器读取加载报告，标记 has_mlm_head=False，mlm fixture 据此跳过预测头相关断言，而不是在随机权重上运行。
+    Question: How does the tokenizer split Chinese text?
+    问题：分词器怎样切分中文文本？
+    中文：中文文本被切成每个汉字一个 token：词表中有的字就是它自己，没有的字是 [UNK]。
+    原因：BERT 的基础分词器在每个 CJK 字符两侧加空格（tokenize_chinese_chars，默认开启），所以 WordPiece 从不会看到中文词，
+    只会看到单个汉字；由词表决定每个字是它自己还是 [UNK]。bert-base-chinese 有约 21000 个汉字；英文词表一个也没有，
+    每个汉字都变成各自的 [UNK]。
     """
-    full = loading.load(None)
-    full.model.bert.save_pretrained(tmp_path)
-    full.tokenizer.save_pretrained(tmp_path)
-    encoder_only = loading.load(tmp_path)
-    evidence.table("loaded", ["folder", "has_mlm_head"], [("bundled default", full.has_mlm_head), ("encoder only", encoder_only.has_mlm_head)])
-    assert full.has_mlm_head and not encoder_only.has_mlm_head
-    torch.testing.assert_close(encoder_only.model.bert.embeddings.word_embeddings.weight,
-                               full.model.bert.embeddings.word_embeddings.weight, **TOL["exact"])
-
-
-def test_the_tokenizer_splits_chinese_into_characters_and_keeps_bert_base_chinese_special_ids(tokenizer, evidence):
-    """The tokenizer splits Chinese into single characters and keeps bert-base-chinese's special ids.
-
-    BERT's basic tokenizer puts spaces around every CJK character, so each
-    character is one token; the vocabulary keeps [PAD]=0, [UNK]=100, [CLS]=101,
-    [SEP]=102, [MASK]=103, the ids the rest of the spec refers to.
-
-    Claim ID: P1.1
-    Question: How does the tokenizer split Chinese, and what are the special token ids?
-    问题：分词器怎样切分中文？特殊 token 的 id 是多少？
-    中文：分词器把中文切成单个汉字，并保留 bert-base-chinese 的特殊 token id。
-    原因：BERT 的基础分词器在每个汉字两侧加空格，因此每个汉字是一个 token；词表保留
-    [PAD]=0、[UNK]=100、[CLS]=101、[SEP]=102、[MASK]=103，即 spec 其余部分引用的 id。
-    """
-    ids = tokenizer(SENTENCE)["input_ids"]
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    evidence.table(SENTENCE, ["position", "token", "id"], list(zip(range(len(ids)), tokens, ids)))
-    assert tokens == ["[CLS]", "北", "京", "是", "中", "国", "的", "首", "[MASK]", "。", "[SEP]"]
-    specials = {t: tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")}
-    assert specials == {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+    if getattr(tokenizer, "tokenize_chinese_chars", True) is False:
+        pytest.skip("this tokenizer is configured with tokenize_chinese_chars=False")
+    text = CHINESE.pair[0]
+    tokens = tokenizer.tokenize(text)
+    vocab = tokenizer.get_vocab()
+    expected = [c if c in vocab else tokenizer.unk_token for c in text]
+    evidence.table(text, ["character", "token", "in the vocabulary"],
+                   [(c, t, c in vocab) for c, t in zip(text, tokens)])
+    assert tokens == expected
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -330,8 +297,8 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     With BERT's usual 0.02 initialisation a tiny model attends almost uniformly
     and keeps every bias at zero, so a claim about the mask or the bias would
     prove little on it. The bundled model starts query/key weights at std 0.2 and
-    the decoder bias at the corpus's log unigram frequencies, then trains 400 MLM
-    steps (bertspec/default_model.py). Thresholds: mean attention entropy per
+    the decoder bias at the corpus's log unigram frequencies, then trains 1200
+    steps of MLM plus next-sentence prediction (bertspec/default_model.py). Thresholds: mean attention entropy per
     layer under 60% of the uniform log T; dropping the mask moves real tokens by
     more than 0.1; removing the decoder bias changes some predictions; every
     LayerNorm differs from the identity; 首[MASK] is predicted as 都.
@@ -341,13 +308,13 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     问题：自带的小模型训练得足够让每个机制都显现出作用吗？
     中文：自带模型不是退化的：注意力是尖锐的，mask、decoder 偏置与 LayerNorm 都确实起作用。
     原因：按 BERT 常用的 0.02 初始化，小模型的注意力几乎均匀、偏置全为 0，关于 mask 或偏置的断言几乎证明不了什么。
-    自带模型把 query/key 权重初始化为标准差 0.2、decoder 偏置初始化为语料的对数词频，再训练 400 步 MLM
+    自带模型把 query/key 权重初始化为标准差 0.2、decoder 偏置初始化为语料的对数词频，再训练 1200 步 MLM 加下一句预测
     （bertspec/default_model.py）。阈值：每层平均注意力熵低于均匀分布 log T 的 60%；去掉 mask 使真实 token 的输出变化超过 0.1；
     去掉 decoder 偏置会改变部分预测；每个 LayerNorm 都不同于恒等变换；首[MASK] 被预测为"都"。
     """
     if not bert.is_default:
         pytest.skip("a property of the bundled model; other checkpoints are what they are")
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     trace, output = bert.trace(batch)
     real = batch.attention_mask.bool()
     t = real[0].sum().item()

@@ -9,19 +9,20 @@ shorter one, right-padded, so row 1 ends in [PAD] positions.
 import pytest
 import torch
 
-from bertspec import masks, teeth, versions
+from bertspec import masks, probe, teeth, versions
 from bertspec.figures import mask_path_figure
-from bertspec.inputs import SENTENCE, SHORT_SENTENCE, pad_right
+from bertspec.inputs import pad_right
 from bertspec.modes import dropout_disabled, training
 from bertspec.reference import additive_mask
 from bertspec.tolerances import TOL
 
+
 def padded_batch(bert):
-    return bert.encode([SENTENCE, SHORT_SENTENCE])
+    return bert.example()
 
 
 def unpadded_batch(bert):
-    return bert.encode([SENTENCE])
+    return bert.example(padded=False)
 
 
 def padded_keys(batch) -> torch.Tensor:
@@ -138,28 +139,40 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
 
 
 def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert, evidence):
-    """With no padding the mask is "all zeros" (-0.0), and adding it changes no score, not even in the last bit.
+    """Where a layer receives the "all-zero" mask (-0.0) of an unpadded batch, adding it changes no score, not even in the last bit.
 
     (1.0 - 1) * finfo.min is -0.0 (a positive zero times a negative number), and
     x + (-0.0) == x exactly for every float x, including +0.0. So the
-    "all-zero" mask people see when printing it in transformers 4.x is not a
-    bug: it is the additive identity, and it leaves attention untouched.
+    "all-zero" mask people see when printing it is not a bug: it is the
+    additive identity, and it leaves attention untouched. Which versions
+    materialise it (bertspec/versions.py, MASK_FORM): transformers 4.x eager
+    hands every layer this [B, 1, 1, T] tensor of -0.0, and the claim adds the
+    mask the layer received to the scores it observed; 4.x sdpa and 5.x pass
+    None when nothing is padded, so no all-zero mask exists there, and the claim
+    shows that and checks the same identity on the formula's mask instead.
 
     Claim ID: P2.1d
     Question: Why is the attention mask all zeros?
     问题：为什么 attention mask 全是 0？
-    中文：无 padding 时 mask 为"全0"（-0.0），加上它不会改变任何分数，连最后一位都不变。
+    中文：当层收到无 padding batch 的"全0"mask（-0.0）时，加上它不会改变任何分数，连最后一位都不变。
     原因：(1.0-1)*finfo.min 等于 -0.0（正零乘以负数），而对任何浮点数 x 有 x + (-0.0) == x（含 +0.0）。
-    所以 4.x 打印出的"全0" mask 不是 bug，而是加法单位元，不改变 attention。
+    所以打印出的"全0" mask 不是 bug，而是加法单位元，不改变 attention。哪些版本会构造它（bertspec/versions.py 的 MASK_FORM）：
+    transformers 4.x eager 给每层一个 [B,1,1,T]、全为 -0.0 的张量，本断言把层实际收到的 mask 加到观测到的分数上；
+    4.x sdpa 与 5.x 在没有 padding 时传 None，那里不存在全0 mask，本断言如实说明，并改用公式构造的 mask 检查同一恒等式。
     """
     batch = unpadded_batch(bert)
     trace, _ = bert.trace(batch)
-    all_zero = additive_mask(batch.attention_mask.cpu(), torch.float32)
+    received = trace.all("attention_mask")[0].tensor
+    all_zero = received.cpu() if received is not None else additive_mask(batch.attention_mask.cpu(), torch.float32)
     scores = trace.tensor(trace.all("scores")[0].name).cpu()
     shifted = scores + all_zero
-    evidence.table("the all-zero mask", ["entries", "all -0.0 (sign bit set)", "scores changed bitwise"],
-                   [(all_zero.numel(), bool(torch.signbit(all_zero).all()),
-                     int((shifted.view(torch.int32) != scores.view(torch.int32)).sum()))])
+    origin = ("received by the layers" if received is not None else
+              "built by the formula: this version and implementation pass None when nothing is padded")
+    evidence.table("the all-zero mask", ["mask", "entries", "all -0.0 (sign bit set)", "scores changed bitwise"],
+                   [(origin, all_zero.numel(), bool(torch.signbit(all_zero).all()),
+                     int((shifted.view(torch.int32) != scores.view(torch.int32)).sum()))],
+                   derived=trace.all("scores")[0].source == "derived")
+    assert (received is None) == (versions.MASK_FORM[(versions.MAJOR, bert.attn_implementation, "unpadded")] == "None")
     assert bool((all_zero == 0).all()) and bool(torch.signbit(all_zero).all())
     assert torch.equal(shifted.view(torch.int32), scores.view(torch.int32))
 
@@ -198,82 +211,115 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
 
 @pytest.mark.counterfeits("mask_dropped", "mask_inverted")
 def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
-    """Every query, in every layer and head, gives a [PAD] key probability exactly 0.0.
+    """Every query, in every layer and head, gives a [PAD] key probability exactly 0.0: its value moves no output.
 
     softmax(x)_j = exp(x_j - max x) / sum. At a padded key x_j = score + finfo.min
     ~ -3.4e38, so x_j - max x is far below log(float32's smallest subnormal)
-    ~ -103.3 and exp underflows to exactly 0 — not merely to something small.
-    (sdpa's probabilities are derived from the kernel's own inputs; the tracer's
-    chapter checks that they reproduce the kernel's output.)
+    ~ -103.3 and exp underflows to exactly 0 — not merely to something small
+    (a boolean mask, 5.x sdpa, makes the kernel skip the key). The proof rests
+    on what attention outputs, so it holds for the fused sdpa kernel too:
+    shifting the value vectors at the [PAD] keys by 1e30, one layer at a time
+    (bertspec.probe), leaves every attention output of every query bit-for-bit
+    unchanged, since 0 · 1e30 = 0; any probability above ~1e-36 would have moved
+    it. On eager the observed probabilities are also exactly 0.0; on sdpa the
+    table shows the tracer's derived ones.
 
     Claim ID: P2.3b
     Question: How much attention does a [PAD] key get?
     问题：[PAD] 位置的 key 会得到多少注意力？
-    中文：每一层、每个头、每个 query 给 [PAD] key 的概率严格等于 0.0。
+    中文：每一层、每个头、每个 query 给 [PAD] key 的概率严格等于 0.0：它的 value 不影响任何输出。
     原因：softmax 中 exp(x_j - max x)；padding 位置 x_j = score + finfo.min ≈ -3.4e38，
-    远小于 float32 最小次正规数的对数（约 -103.3），exp 下溢为精确的 0，而不只是很小。
-    （sdpa 的概率由内核自身的输入推导得到；tracer 一章检查它们能复现内核输出。）
+    远小于 float32 最小次正规数的对数（约 -103.3），exp 下溢为精确的 0，而不只是很小（布尔 mask，即 5.x sdpa，让内核直接跳过该 key）。
+    证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：逐层把 [PAD] key 处的 value 向量平移 1e30（bertspec.probe），
+    每个 query 的 attention 输出逐位不变，因为 0 · 1e30 = 0；任何大于约 1e-36 的概率都会让它改变。eager 上观测到的概率也严格为 0.0；
+    sdpa 上表格显示的是 tracer 推导的概率。
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
     pad = padded_keys(batch)
     probs = [trace.tensor(s.name).cpu() for s in trace.all("probs")]
-    evidence.matrix("layer 0, head 0, row 1 (ends in [PAD]): probabilities", probs[0][1, 0],
-                    range(probs[0].shape[-1]), [f"{j}{' PAD' if pad[1, j] else ''}" for j in range(pad.shape[1])])
-    for layer, p in enumerate(probs):
-        at_padding = p.permute(0, 3, 1, 2)[pad]  # (n_padded_keys, heads, queries)
-        assert at_padding.numel() > 0
-        assert torch.equal(at_padding, torch.zeros_like(at_padding)), f"layer {layer}: max {at_padding.max():.3g}"
+    moved = probe.value_influence(bert.model, batch.as_kwargs(), pad.to(batch.input_ids.device))
+    derived = trace.all("probs")[0].source == "derived"
+    evidence.matrix("layer 0, head 0, row 1 (ends in [PAD]): probabilities", probs[0][1, 0], bert.tokens(batch, 1),
+                    [f"{tok}{' (PAD)' if pad[1, j] else ''}" for j, tok in enumerate(bert.tokens(batch, 1))], derived=derived)
+    evidence.table(f"the attention output, values at the [PAD] keys shifted by {probe.SHIFT:g}",
+                   ["layer", "max |Δ output| over heads and queries"], [(i, m.max()) for i, m in enumerate(moved)])
+    assert bool(pad.any())
+    assert torch.equal(moved, torch.zeros_like(moved)), "a [PAD] key's value reached some query's output"
+    if not derived:
+        for layer, p in enumerate(probs):
+            at_padding = p.permute(0, 3, 1, 2)[pad]  # (n_padded_keys, heads, queries)
+            assert torch.equal(at_padding, torch.zeros_like(at_padding)), f"layer {layer}: max {at_padding.max():.3g}"
 
 
 @pytest.mark.counterfeits("mask_dropped", "mask_value_minus_infinity")
 def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evidence):
     """At a padded key, score + finfo.min rounds to finfo.min itself: the score is absorbed.
 
-    float32 near 3.4e38 has a spacing (ulp) of 2^104 ~ 2e31. A score of size ~10
-    is far below half an ulp, so the sum rounds back to finfo.min exactly. What
-    the key's score was no longer exists after the addition. A boolean mask (5.x
-    sdpa) adds no number; the kernel fills -inf instead, which the tracer records.
+    float32 near 3.4e38 has a spacing (ulp) of 2^104 ~ 2e31. Any score a BERT
+    computes (trained models reach a few hundred) is far below half an ulp, so
+    the sum rounds back to finfo.min exactly. What the key's score was no longer
+    exists after the addition. The addition is observed on eager, where the
+    tracer sees both operands and the sum. Inside the fused sdpa kernel it cannot
+    be observed (and 5.x passes sdpa a boolean mask, which adds no number at
+    all), so on sdpa the claim is skipped with that reason; what the kernel does
+    with padded keys is the previous claim, shown through its output.
 
     Claim ID: P2.3b
     Question: What is score + finfo.min at a padded key?
     问题：padding 的 key 处 score + finfo.min 等于多少？
     中文：在 padding 的 key 处，score + finfo.min 舍入后就是 finfo.min 本身：分数被"吞掉"。
-    原因：float32 在 3.4e38 附近的间距约为 2^104≈2e31，量级为 10 的分数远小于半个间距，
-    所以和被舍入回 finfo.min。加法之后，这个 key 原来的分数已不复存在。
-    布尔 mask（5.x sdpa）不做加法，内核改为填入 -inf，tracer 记录的就是它。
+    原因：float32 在 3.4e38 附近的间距约为 2^104≈2e31，BERT 算出的任何分数（训练过的模型可达几百）都远小于半个间距，
+    所以和被舍入回 finfo.min。加法之后，这个 key 原来的分数已不复存在。eager 上可以观测到这次加法：tracer 看到两个操作数与和。
+    sdpa 融合内核内部的加法无法观测（5.x 给 sdpa 传的是布尔 mask，根本不做加法），因此在 sdpa 上本断言以此为由跳过；
+    内核如何处理 padding key 见上一条断言，它通过内核输出来证明。
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
+    if trace.all("scores+mask")[0].source == "derived":
+        pytest.skip("the fused sdpa kernel adds the mask inside itself (or takes a boolean): the sum is not observable")
     pad = padded_keys(batch)
-    received = trace.all("attention_mask")[0].tensor
-    fill = float("-inf") if received is not None and received.dtype == torch.bool else torch.finfo(torch.float32).min
     finfo_min = torch.tensor(torch.finfo(torch.float32).min)
-    evidence.table("float32 at the bottom of its range", ["finfo.min", "ulp there", "value at padded keys"],
-                   [(finfo_min.item(), (torch.nextafter(finfo_min, torch.tensor(0.0)) - finfo_min).item(), fill)])
-    for step in trace.all("scores+mask"):
+    rows = []
+    for scores, step in zip(trace.all("scores"), trace.all("scores+mask")):
+        at_pad = trace.tensor(scores.name).cpu().permute(0, 3, 1, 2)[pad]
         masked = trace.tensor(step.name).cpu().permute(0, 3, 1, 2)[pad]
-        assert bool((masked == fill).all()), f"{step.name}: padded entries are not {fill}"
+        rows.append((step.name, at_pad.abs().max(), masked.unique().tolist()))
+        assert bool((masked == finfo_min).all()), f"{step.name}: padded entries are not finfo.min"
+    evidence.table("float32 at the bottom of its range", ["finfo.min", "ulp there"],
+                   [(finfo_min.item(), (torch.nextafter(finfo_min, torch.tensor(0.0)) - finfo_min).item())])
+    evidence.table("at the padded keys", ["step", "largest |score|", "score + mask"], rows)
 
 
 def test_every_attention_row_sums_to_one(bert, evidence):
     """Each query's attention probabilities sum to 1, padded queries included.
 
     Masking removes keys from the softmax's sum, it does not remove queries: every
-    row is still a probability distribution over the keys it may see. Tolerance:
-    T float32 terms, each rounded to 2^-24 relative (TOL["prob_sum"]).
+    row is still a probability distribution over the keys it may see. Shown
+    through what attention outputs, so it holds for the fused sdpa kernel too:
+    with every value vector replaced by ones, a query's output is Σ_j p_ij · 1,
+    its row sum (bertspec.probe). Tolerance: T float32 terms, each rounded to
+    2^-24 relative (TOL["prob_sum"]). The table adds the row sums of the traced
+    probabilities (derived, on sdpa).
 
     Claim ID: P2.3b
     Question: Does every attention row still sum to 1 with padding, [PAD] queries included?
     问题：有 padding 时每行注意力之和还是 1 吗？[PAD] 的 query 也是吗？
     中文：每个 query 的注意力概率之和为 1，padding 位置的 query 也一样。
     原因：mask 只是把某些 key 从 softmax 的求和中去掉，并不去掉 query；每一行仍是对可见 key 的概率分布。
-    容差：T 个 float32 项，每项按 2^-24 的相对误差舍入（TOL["prob_sum"]）。
+    证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：把每个 value 向量换成全 1，query 的输出就是 Σ_j p_ij · 1，
+    即它那一行的和（bertspec.probe）。容差：T 个 float32 项，每项按 2^-24 的相对误差舍入（TOL["prob_sum"]）。
+    表格另列出 trace 记录的概率的行和（sdpa 上为推导值）。
     """
-    trace, _ = bert.trace(padded_batch(bert))
-    sums = torch.stack([trace.tensor(s.name).cpu().sum(-1) for s in trace.all("probs")])
-    evidence.table("row sums over all layers, heads, queries", ["min", "max"], [(sums.min(), sums.max())])
-    torch.testing.assert_close(sums, torch.ones_like(sums), **TOL["prob_sum"])
+    batch = padded_batch(bert)
+    trace, _ = bert.trace(batch)
+    traced = torch.stack([trace.tensor(s.name).cpu().sum(-1) for s in trace.all("probs")])
+    outputs = probe.outputs_with_unit_values(bert.model, batch.as_kwargs())
+    evidence.table("row sums over all layers, heads, queries", ["from", "min", "max"],
+                   [("the attention output with values = 1", outputs.min(), outputs.max()),
+                    (f"the traced probabilities ({trace.all('probs')[0].source})", traced.min(), traced.max())])
+    torch.testing.assert_close(outputs, torch.ones_like(outputs), **TOL["prob_sum"])
+    torch.testing.assert_close(traced, torch.ones_like(traced), **TOL["prob_sum"])
 
 
 @pytest.mark.counterfeits("mask_dropped", "mask_inverted")
@@ -400,28 +446,44 @@ def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evide
 
 @pytest.mark.counterfeits("mask_token_hidden")
 def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evidence):
-    """[MASK] is an ordinary visible token: every query gives it weight, and it gives every real token weight.
+    """[MASK] is an ordinary visible token: every query gives it weight, and it may attend to every real token.
 
-    Nothing in attention singles out id 103. [MASK] has an embedding like any
-    token, its key receives a positive probability from every query, and its
-    query attends to all real keys; only [PAD] keys are hidden.
+    Nothing in attention singles out the [MASK] id. As a key it is seen by
+    every query, shown through what attention outputs, so on the fused sdpa
+    kernel too: shifting the [MASK] position's value moves every query's output
+    in every layer and head (bertspec.probe). As a query, the mask each layer
+    receives allows it every real key, exactly as for any other token; on
+    eager, where the probabilities are observed, each of them is positive
+    (on sdpa the table shows the tracer's derived ones). Only [PAD] keys are
+    hidden.
 
     Claim ID: P2.2b
     Question: Is the [MASK] token hidden from attention?
     问题：[MASK] token 在 attention 中会被屏蔽吗？
-    中文：[MASK] 是普通的可见 token：每个 query 都给它正的权重，它也给每个真实 token 正的权重。
-    原因：attention 中没有任何针对 id 103 的特殊处理。[MASK] 像其他 token 一样有嵌入，
-    作为 key 得到所有 query 的正概率，作为 query 关注所有真实 key；只有 [PAD] 被隐藏。
+    中文：[MASK] 是普通的可见 token：每个 query 都给它权重，它也可以关注每个真实 token。
+    原因：attention 中没有任何针对 [MASK] id 的特殊处理。作为 key，每个 query 都能看到它——通过 attention 的输出展示，
+    因此对 sdpa 融合内核同样成立：平移 [MASK] 位置的 value 会改变每一层、每个头中每个 query 的输出（bertspec.probe）。作为 query，
+    每层收到的 mask 允许它看到每个真实 key，与其他 token 完全一样；在能观测概率的 eager 上，每个概率都为正（sdpa 上表格显示
+    tracer 推导的概率）。只有 [PAD] key 被隐藏。
     """
     batch = unpadded_batch(bert)
     (mask_pos,) = batch.positions(bert.tokenizer.mask_token_id)
     trace, _ = bert.trace(batch)
+    b, t = batch.input_ids.shape
     probs = torch.stack([trace.tensor(s.name)[0].cpu() for s in trace.all("probs")])  # (L, H, T, T)
+    at_mask = batch.input_ids == bert.tokenizer.mask_token_id
+    moved = probe.value_influence(bert.model, batch.as_kwargs(), at_mask)[:, 0]  # (L, H, T)
+    allowed = masks.allowed(trace.all("attention_mask")[0].tensor, b, t)[0]  # (T, T)
+    derived = trace.all("probs")[0].source == "derived"
     to_mask, from_mask = probs[..., :, mask_pos], probs[..., mask_pos, :]
     evidence.table("attention involving [MASK] (all layers and heads)", ["direction", "min", "mean", "max"],
-                   [("others → [MASK]", to_mask.min(), to_mask.mean(), to_mask.max()),
-                    ("[MASK] → others", from_mask.min(), from_mask.mean(), from_mask.max())])
-    assert bool((to_mask > 0).all()) and bool((from_mask > 0).all())
+                   [("others → [MASK], probability", to_mask.min(), to_mask.mean(), to_mask.max()),
+                    ("others → [MASK], |Δ output| with its value shifted", moved.min(), moved.mean(), moved.max()),
+                    ("[MASK] → others, probability", from_mask.min(), from_mask.mean(), from_mask.max())], derived=derived)
+    assert bool((moved > 0).all()), "some query's output does not depend on the [MASK] value"
+    assert bool(allowed[mask_pos].all()) and bool(allowed[:, mask_pos].all())
+    if not derived:
+        assert bool((to_mask > 0).all()) and bool((from_mask > 0).all())
 
 
 @pytest.mark.counterfeits("mask_dropped")
@@ -452,6 +514,53 @@ def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(m
     for n in (1, 8):
         torch.testing.assert_close(logits[n], logits[0], **TOL["float32_kernels"])
         assert top[n] == top[0]
+
+
+def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editing_transformers(bert, evidence):
+    """At every place the plan names in modeling_bert.py — the mask as received, scores, scores + mask, probabilities — the tracer records each layer's value, without editing transformers.
+
+    The plan asks for debug output at the key places of modeling_bert.py. The
+    tracer gets it from outside: a pre-hook on each self-attention module reads
+    its ``attention_mask`` argument, and a torch function mode active only
+    while that module runs sees the scores, the sum with the mask and the
+    softmax (on sdpa, the kernel's inputs, from which it derives them). No
+    source file is changed and no method replaced: while tracing, every
+    module's ``forward`` is still its class's own function and the installed
+    modeling_bert.py hashes the same; after tracing no hook is left behind.
+
+    Claim ID: P2.3a
+    Question: How do I print the mask, scores and probabilities inside modeling_bert.py without editing it?
+    问题：怎样在不修改 modeling_bert.py 的情况下打印其中的 mask、分数与概率？
+    中文：在计划指出的 modeling_bert.py 每个关键位置——层收到的 mask、scores、scores + mask、概率——tracer 都记录了每一层的值，而无需修改 transformers。
+    原因：计划要求在 modeling_bert.py 的关键位置加调试输出。tracer 从外部获得它们：每个 self-attention 模块上的 pre-hook 读取其
+    attention_mask 参数，一个只在该模块运行期间生效的 torch function mode 看到分数、与 mask 的和以及 softmax（sdpa 上是内核的输入，
+    由此推导）。不修改任何源文件、不替换任何方法：trace 期间每个模块的 forward 仍是其类自己的函数，所装的 modeling_bert.py 哈希不变；
+    trace 结束后不留下任何 hook。
+    """
+    import hashlib
+    import inspect
+    from pathlib import Path
+
+    from bertspec.trace import Tracer
+
+    source = Path(inspect.getsourcefile(type(bert.model.bert)))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    batch = padded_batch(bert)
+    with Tracer(bert.model, keep_tensors=False) as tracer:
+        own = all(getattr(m.forward, "__func__", None) is type(m).forward for m in bert.model.modules())
+        bert.model(**batch.as_kwargs())
+    left = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in bert.model.modules())
+    places = ("attention_mask", "scores", "scores+mask", "probs")
+    found = {q: tracer.trace.all(q) for q in places}
+    evidence.table("the plan's places, per layer", ["place", "layers recorded", "shape", "source"],
+                   [(q, len(steps), steps[0].shape, steps[0].source) for q, steps in found.items()])
+    evidence.table("transformers left as installed", ["forward methods are the classes' own", "hooks left after",
+                                                      "modeling_bert.py sha256 before = after"],
+                   [(own, left, digest == hashlib.sha256(source.read_bytes()).hexdigest())])
+    assert all(len(steps) == bert.config.num_hidden_layers for steps in found.values())
+    assert all(s.shape is not None for steps in found.values() for s in steps)
+    assert own and left == 0
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 @pytest.mark.counterfeits("mask_dropped")

@@ -15,17 +15,15 @@ import pytest
 import torch
 import transformers
 
-from bertspec import loading, masks, teeth
+from bertspec import loading, masks, probe, teeth, versions
 from bertspec.loading import last_hidden_state
 from bertspec.counterfeits import mask_value_minus_infinity
 from bertspec.figures import heatmap
-from bertspec.inputs import PAIR, SENTENCE, SHORT_SENTENCE, Batch, encode
+from bertspec.inputs import Batch, encode, texts_for
 from bertspec.modes import training
 from bertspec.tolerances import TOL
 from bertspec.trace import trace_forward
 
-TWO_MASKS = "北京是中国的[MASK][MASK]。"
-TWO_MASKS_TRUTH = ("首", "都")
 # CJK Extension B: split into single characters like any Chinese text, and rare enough to be
 # in no Chinese BERT vocabulary we know (the claim checks the one under test).
 UNKNOWN_CHARACTERS = (chr(0x20000), chr(0x20001))
@@ -61,22 +59,29 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     The tokenizer opens with [CLS], closes each segment with [SEP] and marks
     segment B (with its closing [SEP]) by token type 1; one sentence is all type
     0. attention_mask still says only "real token or [PAD]": every layer may
-    attend across the segment boundary, and padding after a shorter pair is
-    hidden exactly as after a single sentence.
+    attend across the segment boundary — shown through what attention outputs
+    (bertspec.probe): shifting segment A's values moves every segment-B query's
+    output in every layer and head — and padding after a shorter pair is
+    hidden exactly as after a single sentence. (A checkpoint with one token
+    type is fed type 0 everywhere; the next claim shows why.)
 
     Claim ID: P4.1a
     Question: How is a sentence pair encoded, and what are its token_type_ids?
     问题：句子对是怎样编码的？token_type_ids 是什么？
     中文：句子对被编码为 [CLS] A [SEP] B [SEP]，第一个 [SEP] 及之前的 token 类型为 0，之后为 1；mask 规则不变。
     原因：分词器以 [CLS] 开头，用 [SEP] 结束每个片段，并把片段 B（含结尾的 [SEP]）标记为类型 1；单句全部为类型 0。
-    attention_mask 仍只区分"真实 token 或 [PAD]"：各层可以跨片段关注，较短句子对之后的 padding 与单句时一样被屏蔽。
+    attention_mask 仍只区分"真实 token 或 [PAD]"：各层可以跨片段关注——通过 attention 的输出展示（bertspec.probe）：平移片段 A 的
+    value 会改变每一层、每个头中片段 B 每个 query 的输出——较短句子对之后的 padding 与单句时一样被屏蔽。
+    （只有一种 token type 的 checkpoint 处处被喂入类型 0；原因见下一条断言。）
     """
     tok = bert.tokenizer
-    batch = bert.encode([PAIR[0], SHORT_SENTENCE], text_pairs=[PAIR[1], SHORT_SENTENCE])
-    single = bert.encode(PAIR[0])
-    a, b = tok.tokenize(PAIR[0]), tok.tokenize(PAIR[1])
+    (first, second), short = bert.texts.pair, bert.texts.short
+    batch = bert.encode([first, short], text_pairs=[second, short])
+    types = tok([first, short], [second, short], padding=True, return_tensors="pt")["token_type_ids"]
+    single = tok(first, return_tensors="pt")
+    a, b = tok.tokenize(first), tok.tokenize(second)
     tokens = bert.tokens(batch)
-    types, am = batch.token_type_ids.cpu(), batch.attention_mask.cpu()
+    am = batch.attention_mask.cpu()
     evidence.table("row 0: a pair", ["position", "token", "token_type_ids", "attention_mask"],
                    [(j, tokens[j], int(types[0, j]), int(am[0, j])) for j in range(len(tokens))])
     evidence.table("row 1: a shorter pair, padded", ["position", "token", "token_type_ids", "attention_mask"],
@@ -87,13 +92,51 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
         first_sep, last_sep = batch.positions(tok.sep_token_id, row)
         segment_b = (torch.arange(types.shape[1]) > first_sep) & (torch.arange(types.shape[1]) <= last_sep)
         assert torch.equal(types[row], segment_b.long()), f"row {row}: type 1 exactly from after the first [SEP] to the last"
-    assert not bool(single.token_type_ids.any()), "one sentence is all type 0"
+    assert not bool(single["token_type_ids"].any()), "one sentence is all type 0"
     trace, _ = bert.trace(batch)
     n, t = batch.input_ids.shape
     assert torch.equal(masks.allowed(trace.all("attention_mask")[0].tensor, n, t), am.bool()[:, None, :].expand(n, t, t))
     first_sep = batch.positions(tok.sep_token_id)[0]
-    b_to_a = stacked(trace)[:, 0, :, first_sep + 1:, :first_sep + 1]
-    assert bool((b_to_a > 0).all()), "segment B's queries attend to segment A"
+    segment_a = (torch.arange(t) <= first_sep)[None].expand(n, t).clone()
+    segment_a[1] = False
+    moved = probe.value_influence(bert.model, batch.as_kwargs(), segment_a.to(bert.device))[:, 0, :, first_sep + 1:int(am[0].sum())]
+    evidence.table("row 0: segment A's values shifted", ["layer", "smallest |Δ output| of a segment-B query"],
+                   [(i, m.min()) for i, m in enumerate(moved)])
+    assert bool((moved > 0).all()), "segment B's queries attend to segment A"
+
+
+def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transformers_fails_with_an_index_error(bert, evidence):
+    """A pair's token_type_ids from the tokenizer run on a checkpoint with two token types; with one (type_vocab_size 1) transformers fails with an index error that never names token types.
+
+    The tokenizer marks segment B with type 1 without reading the model's
+    config. token_type_embeddings has type_vocab_size rows, so a checkpoint
+    trained with one segment (type_vocab_size 1, as RoBERTa-style models)
+    has no row 1: the lookup fails deep inside the embedding with "index out of
+    range in self". Users of such checkpoints pass token type 0 everywhere (the
+    spec's encode does so); the claim shows both cases as observed.
+
+    Claim ID: P4.1a
+    Question: Can I feed a sentence pair's token_type_ids to any BERT checkpoint?
+    问题：句对的 token_type_ids 能喂给任何 BERT checkpoint 吗？
+    中文：分词器给出的句对 token_type_ids 在有两种 token type 的 checkpoint 上能运行；只有一种（type_vocab_size 为 1）时，transformers 报索引错误，且从不提 token type。
+    原因：分词器不读模型的 config，总是把片段 B 标为类型 1。token_type_embeddings 有 type_vocab_size 行，所以只用一个片段训练的
+    checkpoint（type_vocab_size 为 1，如 RoBERTa 风格的模型）没有第 1 行：查表在嵌入层深处失败，报 "index out of range in self"。
+    这类 checkpoint 的用户处处传类型 0（spec 的 encode 就这样做）；本断言按观察结果展示两种情况。
+    """
+    tok = bert.tokenizer
+    enc = tok(*bert.texts.pair, return_tensors="pt").to(bert.device)
+    types = int(enc["token_type_ids"].max()) + 1
+    if bert.config.type_vocab_size >= types:
+        with torch.no_grad():
+            outcome = f"runs: {tuple(bert.model(**enc).logits.shape)} logits"
+    else:
+        with pytest.raises(IndexError) as err, torch.no_grad():
+            bert.model(**enc)
+        outcome = f"IndexError: {str(err.value).splitlines()[0]}"
+        assert "token" not in str(err.value).lower()
+    evidence.table("the tokenizer's token_type_ids of a pair", ["types the tokenizer uses", "type_vocab_size", "what happens"],
+                   [(types, bert.config.type_vocab_size, outcome)])
+    assert types == 2
 
 
 @pytest.mark.counterfeits("token_types_ignored")
@@ -115,7 +158,9 @@ def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(ber
     测试根据 [SEP] 位置推出每个位置所属片段，检查 trace 到的类型嵌入恰好是表中对应行，LayerNorm 的输入恰好是三者之和。
     单句各处都加第 0 行，这不是"什么都不加"：第 0 行也是学到的向量。
     """
-    batch = bert.encode(PAIR[0], text_pairs=PAIR[1])
+    if bert.config.type_vocab_size < 2:
+        pytest.skip("type_vocab_size is 1: one token-type row, added at every position of both segments")
+    batch = bert.encode(*bert.texts.pair)
     trace, _ = bert.trace(batch)
     table = bert.model.bert.embeddings.token_type_embeddings.weight.detach()
     first_sep = batch.positions(bert.tokenizer.sep_token_id)[0]
@@ -150,7 +195,7 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     输出在 float32 内核容差内相同而非逐位相同：batch 的矩阵更长更宽，BLAS 的求和分块不同，sdpa 也可能选用别的内核
     （实测自带模型约 1e-6，12 层模型约 3e-6）。
     """
-    texts = [SENTENCE, SHORT_SENTENCE]
+    texts = [bert.texts.sentence, bert.texts.short]
     batch = bert.encode(texts)
     trace, _ = bert.trace(batch)
     together = trace.tensor(f"bert.encoder.layer.{bert.config.num_hidden_layers - 1}.output.LayerNorm")
@@ -194,8 +239,8 @@ def test_left_padding_shifts_positions_unless_position_ids_count_only_real_token
     每个真实 token 的位置嵌入都变了，输出变化是 O(1) 量级。传入只数真实 token 的位置（cumsum(mask) - 1，padding 截为 0），
     真实 token 恢复原来的位置，输出在 float32 内核容差内等于单独运行的结果。右侧 padding 不需要这样做：真实 token 在前。
     """
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE], padding_side="left")
-    alone = last_hidden_state(bert.model, bert.encode(SHORT_SENTENCE))[0]
+    batch = bert.encode([bert.texts.sentence, bert.texts.short], padding_side="left")
+    alone = last_hidden_state(bert.model, bert.encode(bert.texts.short))[0]
     n = alone.shape[0]
     positions = counted_positions(batch.attention_mask)
     default = last_hidden_state(bert.model, batch)[1, -n:]
@@ -232,9 +277,10 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
     所以一次传播的结果就是每个 [MASK] 在按任意顺序逐个填充时"先被填"的结果，而逐个填充的第二步看到的 logits 不同。
     """
     tok = mlm.tokenizer
-    batch = mlm.encode(TWO_MASKS)
+    text, answers = mlm.texts.two_masks, mlm.texts.two_masks_truth
+    batch = mlm.encode(text)
     where = batch.positions(tok.mask_token_id)
-    truth = tok.convert_tokens_to_ids(list(TWO_MASKS_TRUTH))
+    truth = tok.convert_tokens_to_ids(list(answers))
 
     def logits(input_ids):
         with torch.no_grad():
@@ -246,10 +292,10 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
         ids = batch.input_ids.clone()
         ids[0, where[filled]] = truth[filled]
         after = logits(ids)[where[other]]
-        rows.append((f"{where[filled]} ← {TWO_MASKS_TRUTH[filled]}", where[other], mlm.token(one_pass[where[other]].argmax()),
+        rows.append((f"{where[filled]} ← {answers[filled]}", where[other], mlm.token(one_pass[where[other]].argmax()),
                      mlm.token(after.argmax()), (after - one_pass[where[other]]).abs().max()))
         assert beyond(after, one_pass[where[other]], TOL["float32_kernels"]), f"[MASK] at {where[other]} ignored the answer"
-    evidence.table(TWO_MASKS, ["filled position ← true token", "other [MASK]", "one-pass argmax", "argmax after filling",
+    evidence.table(text, ["filled position ← true token", "other [MASK]", "one-pass argmax", "argmax after filling",
                                "max |Δ logits|"], rows)
     assert len(where) == 2 and one_pass.shape == (batch.input_ids.shape[1], mlm.config.vocab_size)
     assert bool(torch.isfinite(one_pass[where]).all())
@@ -261,36 +307,44 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
 def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero(bert, evidence):
     """[CLS] opens every row and [SEP] closes its real tokens; both are ordinary attended keys, and only [PAD] keys get exactly 0.
 
-    Nothing in attention treats ids 101 or 102 specially: their attention_mask
-    is 1, so every query (padded queries too) gives them a positive
-    probability. [PAD] (id 0) follows the last [SEP] with attention_mask 0 and
-    receives exactly 0 from every query, layer and head.
+    Nothing in attention treats [CLS] or [SEP] specially (ids 101 and 102 in
+    bert-base-chinese; the spec reads them from the tokenizer): their
+    attention_mask is 1, so every query (padded queries too) gives them a
+    positive probability. [PAD] follows the last [SEP] with attention_mask 0 and
+    receives exactly 0 from every query, layer and head. Shown through what
+    attention outputs, so on the fused sdpa kernel too: shifting a token's
+    value moves every query's output for [CLS] and [SEP], and no output at all
+    for [PAD] (bertspec.probe).
 
     Claim ID: P4.1d
     Question: Does attention treat [CLS] and [SEP] specially?
     问题：attention 会特殊对待 [CLS] 和 [SEP] 吗？
     中文：[CLS] 位于每行开头，[SEP] 结束真实 token；二者都是被正常关注的 key，只有 [PAD] key 的概率严格为 0。
-    原因：attention 中没有对 id 101 或 102 的特殊处理：它们的 attention_mask 为 1，每个 query（包括 padding 位置的 query）
-    都给它们正的概率。[PAD]（id 0）位于最后一个 [SEP] 之后，attention_mask 为 0，从每个 query、每层、每个头得到的概率都严格为 0。
+    原因：attention 中没有对 [CLS] 或 [SEP] 的特殊处理（bert-base-chinese 中 id 为 101 与 102；spec 从分词器读取）：它们的
+    attention_mask 为 1，每个 query（包括 padding 位置的 query）都给它们正的概率。[PAD] 位于最后一个 [SEP] 之后，attention_mask 为 0，
+    从每个 query、每层、每个头得到的概率都严格为 0。证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：平移某个 token 的
+    value，[CLS] 与 [SEP] 会改变每个 query 的输出，[PAD] 则不改变任何输出（bertspec.probe）。
     """
     tok = bert.tokenizer
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     ids, am = batch.input_ids.cpu(), batch.attention_mask.cpu()
     lengths = am.sum(1).tolist()
-    probs = stacked(bert.trace(batch)[0])
-    rows = []
+    trace, _ = bert.trace(batch)
+    probs = stacked(trace)
+    rows, moved = [], {}
     for name, token_id in (("[CLS]", tok.cls_token_id), ("[SEP]", tok.sep_token_id), ("[PAD]", tok.pad_token_id)):
         got = received_by_key(probs, ids == token_id)
-        rows.append((name, token_id, [batch.positions(token_id, r) for r in range(2)], got.min(), got.max()))
-    evidence.table("probability received as a key (all layers, heads, queries)",
-                   ["token", "id", "positions per row", "min", "max"], rows)
+        moved[name] = probe.value_influence(bert.model, batch.as_kwargs(), batch.input_ids == token_id)
+        rows.append((name, token_id, [batch.positions(token_id, r) for r in range(2)], got.min(), got.max(),
+                     moved[name].min(), moved[name].max()))
+    evidence.table("received as a key (all layers, heads, queries)",
+                   ["token", "id", "positions per row", "min probability", "max probability",
+                    "min |Δ output|, its value shifted", "max |Δ output|"], rows, derived=trace.all("probs")[0].source == "derived")
     for r, n in enumerate(lengths):
         assert ids[r, 0] == tok.cls_token_id and ids[r, n - 1] == tok.sep_token_id
         assert bool((ids[r, n:] == tok.pad_token_id).all())
-    assert bool((received_by_key(probs, ids == tok.cls_token_id) > 0).all())
-    assert bool((received_by_key(probs, ids == tok.sep_token_id) > 0).all())
-    at_pad = received_by_key(probs, ids == tok.pad_token_id)
-    assert at_pad.numel() > 0 and torch.equal(at_pad, torch.zeros_like(at_pad))
+    assert bool((moved["[CLS]"] > 0).all()) and bool((moved["[SEP]"] > 0).all()), "every query, padded ones too"
+    assert bool((ids == tok.pad_token_id).any()) and torch.equal(moved["[PAD]"], torch.zeros_like(moved["[PAD]"]))
 
 
 def test_the_mlm_collator_never_labels_cls_sep_or_pad_so_the_loss_never_sees_them(tokenizer, evidence):
@@ -313,18 +367,20 @@ def test_the_mlm_collator_never_labels_cls_sep_or_pad_so_the_loss_never_sees_the
     """
     from transformers import DataCollatorForLanguageModeling
 
-    enc = tokenizer([PAIR[0], SHORT_SENTENCE])
+    texts = texts_for(tokenizer)
+    enc = tokenizer([texts.pair[0], texts.short])
     features = [{key: enc[key][i] for key in enc} for i in range(2)]
     with torch.random.fork_rng():  # the collator draws from the global generator; other claims' seeds stay untouched
         out = DataCollatorForLanguageModeling(tokenizer, mlm_probability=1.0)(features)
     labels = out["labels"]
     original = torch.nn.utils.rnn.pad_sequence([torch.tensor(f["input_ids"]) for f in features], batch_first=True,
                                                padding_value=tokenizer.pad_token_id)
-    special = torch.isin(original, torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]))
+    cls_sep_pad = torch.isin(original, torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]))
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))  # [UNK] too: the collator excludes every special id
     evidence.table("row 1 (padded)", ["position", "token", "label"],
                    [(j, tokenizer.convert_ids_to_tokens(int(i)), int(lab)) for j, (i, lab) in enumerate(zip(original[1], labels[1]))])
-    assert bool(special.any())
-    assert bool((labels[special] == -100).all())
+    assert bool(cls_sep_pad.any()) and bool((original == tokenizer.pad_token_id).any())
+    assert bool((labels[cls_sep_pad] == -100).all())
     assert torch.equal(labels[~special], original[~special])
 
 
@@ -349,7 +405,7 @@ def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_pa
     """
     words = bert.model.bert.embeddings.word_embeddings
     pad_id = bert.tokenizer.pad_token_id
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     pad = batch.attention_mask == 0
     lookup = copy.deepcopy(words)  # a copy: the gradient must not touch the shared model
     lookup(batch.input_ids).sum().backward()
@@ -401,7 +457,7 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
     （0/0），所有 logits 都是 NaN（已检查）。transformers 5.x 给 sdpa 传布尔 mask 时，torch 的融合内核对没有可见 key 的行返回
     零上下文（按其文档中的参考公式填 -inf 会得到 NaN）；证据显示它对 -inf 浮点 mask 也是如此。两种情况下 logits 中都没有 NaN。
     """
-    encoded = bert.encode(SENTENCE)
+    encoded = bert.example(padded=False)
     batch = Batch(encoded.input_ids, torch.zeros_like(encoded.attention_mask), encoded.token_type_ids)
     trace, output = bert.trace(batch)
     t = batch.input_ids.shape[1]
@@ -430,26 +486,37 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
 
 
 def test_calling_the_model_without_attention_mask_is_the_same_as_an_all_ones_mask(bert, evidence):
-    """Leaving attention_mask out gives bit-for-bit the outputs of an all-ones mask.
+    """Leaving attention_mask out gives bit-for-bit the outputs of an all-ones mask, and not those of a mask that hides a token.
 
-    transformers fills a missing attention_mask with ones, so both calls build
-    the same layer mask (None, or the all-zero additive mask in 4.x eager) and
-    run the same arithmetic.
+    A missing mask means "every token is real". How the installed version gets
+    there differs (bertspec/versions.py, MISSING_ATTENTION_MASK): transformers
+    4.57's BertModel fills a missing attention_mask with ones and converts it
+    like any 2D mask; 5.x hands the None to create_bidirectional_mask, which
+    returns None, so no mask is built at all — as for an all-ones mask, which it
+    also skips. Either way both calls run the same arithmetic. A mask that hides
+    the last token gives another output, so the comparison can tell.
 
     Claim ID: P4.2c
     Question: What happens if I don't pass attention_mask?
     问题：不传 attention_mask 会怎样？
-    中文：不传 attention_mask 与传全 1 的 mask，输出逐位相同。
-    原因：transformers 会用全 1 填充缺失的 attention_mask，两种调用构造出相同的层 mask（None，或 4.x eager 中的全 0 加性 mask），
-    执行相同的运算。
+    中文：不传 attention_mask 与传全 1 的 mask 输出逐位相同，而与隐藏了某个 token 的 mask 不同。
+    原因：缺失的 mask 表示“每个 token 都是真实的”。所装版本如何做到这一点各不相同（bertspec/versions.py 的 MISSING_ATTENTION_MASK）：
+    transformers 4.57 的 BertModel 用全 1 填充缺失的 attention_mask，再像任何二维 mask 一样转换；5.x 把 None 交给
+    create_bidirectional_mask，它返回 None，根本不构造 mask——与全 1 mask 一样（它同样被跳过）。两种调用都执行相同的运算。
+    隐藏最后一个 token 的 mask 给出不同的输出，所以比较是有区分力的。
     """
-    batch = bert.encode(SENTENCE)
+    batch = bert.example(padded=False)
     ones = last_hidden_state(bert.model, batch)
-    with torch.no_grad():
-        missing = bert.model.bert(input_ids=batch.input_ids, token_type_ids=batch.token_type_ids).last_hidden_state
-    evidence.table("last hidden state", ["call", "max |diff| vs all ones"], [("no attention_mask", (missing - ones).abs().max())])
+    missing = last_hidden_state(bert.model, batch, attention_mask=None)
+    hiding = last_hidden_state(bert.model, batch, attention_mask=batch.attention_mask.masked_fill(
+        torch.arange(batch.input_ids.shape[1], device=bert.device) == batch.input_ids.shape[1] - 1, 0))
+    evidence.table("last hidden state without attention_mask vs", ["attention_mask", "max |diff|"],
+                   [("all ones", (missing - ones).abs().max()), ("last token hidden", (missing - hiding).abs().max())])
+    evidence.table("what a missing attention_mask becomes, per version",
+                   *versions.table(versions.MISSING_ATTENTION_MASK, ["transformers"], versions.MAJOR))
     assert bool(batch.attention_mask.all())
     torch.testing.assert_close(missing, ones, **TOL["exact"])
+    assert beyond(missing, hiding, TOL["float32_kernels"])
 
 
 def test_a_single_token_attends_to_itself_with_probability_exactly_one(bert, evidence):
@@ -541,31 +608,44 @@ def test_transformers_itself_fails_on_an_over_long_input_with_an_error_that_neve
 
 
 def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, evidence):
-    """Characters the vocabulary lacks become [UNK] (id 100 in Chinese BERT), all the same one: the model cannot tell them apart, and attends to [UNK] like any token.
+    """Characters the vocabulary lacks become [UNK], all the same one: the model cannot tell them apart, and attends to [UNK] like any token.
 
-    The tokenizer splits Chinese into characters and maps each unknown one to
-    [UNK], so two different unknown characters give identical input ids and
-    hence identical outputs; the original character cannot be recovered from
-    the ids. [UNK] has attention_mask 1 and is attended normally.
+    The tokenizer splits CJK text into characters and maps each unknown one to
+    [UNK] (id 100 in bert-base-chinese and bert-base-uncased; the spec reads it
+    from the tokenizer), so two different unknown characters in the same
+    context give identical input ids and hence identical outputs; the original
+    character cannot be recovered from the ids. The two characters come from
+    CJK Extension B, in no BERT vocabulary we know (checked on the one under
+    test); the context is in the vocabulary's language, and may hold [UNK]s of
+    its own. [UNK] has attention_mask 1 and is attended: shifting its value
+    moves every query's attention output (bertspec.probe).
 
     Claim ID: P4.2c
     Question: What happens to characters that are not in the vocabulary?
     问题：词表里没有的字会变成什么？
-    中文：词表中没有的字都变成同一个 [UNK]（中文 BERT 中 id 为 100）：模型无法区分它们，并像普通 token 一样关注 [UNK]。
-    原因：分词器把中文切成单字，把每个未知字映射为 [UNK]，所以两个不同的未知字得到完全相同的 input ids，因而输出也相同；
-    原来的字无法从 id 中恢复。[UNK] 的 attention_mask 为 1，正常被关注。
+    中文：词表中没有的字都变成同一个 [UNK]：模型无法区分它们，并像普通 token 一样关注 [UNK]。
+    原因：分词器把 CJK 文本切成单字，把每个未知字映射为 [UNK]（bert-base-chinese 与 bert-base-uncased 中 id 为 100；spec 从分词器读取），
+    所以在相同上下文中两个不同的未知字得到完全相同的 input ids，因而输出也相同；原来的字无法从 id 中恢复。这两个字来自 CJK 扩展 B 区，
+    不在我们所知的任何 BERT 词表中（对被测词表做了检查）；上下文使用词表的语言，其中也可能有自己的 [UNK]。[UNK] 的 attention_mask 为 1，
+    会被关注：平移它的 value 会改变每个 query 的 attention 输出（bertspec.probe）。
     """
     tok = bert.tokenizer
-    batch = bert.encode([f"北京{c}。" for c in UNKNOWN_CHARACTERS])
+    before, after = bert.texts.around_unknown
+    batch = bert.encode([before + c + after for c in UNKNOWN_CHARACTERS])
+    context = tok.tokenize(before + after)
     ids = batch.input_ids.cpu()
-    probs = stacked(bert.trace(batch)[0])
     unknown = ids == tok.unk_token_id
+    added = batch.input_ids == tok.unk_token_id
+    added &= torch.arange(ids.shape[1], device=bert.device) == len(tok.tokenize(before)) + 1  # the character's position
+    moved = probe.value_influence(bert.model, batch.as_kwargs(), added)
     evidence.table("two different unknown characters", ["character (code point)", "tokens", "ids"],
                    [(f"U+{ord(c):X}", bert.tokens(batch, r), ids[r].tolist()) for r, c in enumerate(UNKNOWN_CHARACTERS)])
+    evidence.table("the [UNK]'s value shifted", ["layer", "smallest |Δ output| of any query"], [(i, m.min()) for i, m in enumerate(moved)])
     assert not any(c in tok.get_vocab() for c in UNKNOWN_CHARACTERS)
-    assert unknown.sum(1).tolist() == [1, 1]
+    assert unknown.sum(1).tolist() == [context.count(tok.unk_token) + 1] * 2
+    assert bool(added.sum(1).eq(1).all()), "each character is one [UNK] at its own position"
     assert torch.equal(ids[0], ids[1]), "two different unknown characters must give the same ids"
-    assert bool(batch.attention_mask.cpu()[unknown].all()) and bool((received_by_key(probs, unknown) > 0).all())
+    assert bool(batch.attention_mask[added].all()) and bool((moved > 0).all())
 
 
 # ---- P4.2d numerical stability ----
@@ -587,7 +667,8 @@ def in_dtype(request, implementations):
 
 def dtype_batch(models, tokenizer) -> Batch:
     model = next(iter(models.values()))
-    return encode(tokenizer, [SENTENCE, SHORT_SENTENCE], model.config.max_position_embeddings, model.device)
+    texts = texts_for(tokenizer)
+    return encode(tokenizer, [texts.sentence, texts.short], model.config.max_position_embeddings, model.device)
 
 
 def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exactly_zero(in_dtype, tokenizer, evidence):
@@ -595,38 +676,57 @@ def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exa
 
     transformers builds the mask in the model's dtype: -3.4028e38 in float32,
     -65504 in float16, -3.3895e38 in bfloat16 (or a boolean, for 5.x sdpa).
-    The score is absorbed (score + finfo.min rounds to finfo.min) or, in
-    float16 only, may overflow to -inf when the score is below -16; either way
-    exp underflows to exactly 0 next to the row's real keys. The evidence gives
-    the smallest real score seen, which decides whether float16 overflows.
+    score + finfo.min is then rounded in that dtype: in float32 and bfloat16
+    any score is absorbed, but float16's spacing at 65504 is 32, so a trained
+    model's scores (tens, at padded keys too) round the sum to a neighbour of
+    finfo.min, or past it to -inf once the score is -16 or less. What must hold
+    does hold: on eager, where the sum is observed, it stays within one spacing
+    of the exact finfo.min + score (or is -inf where that lies beyond the
+    range), and exp of it underflows to exactly 0 next to the row's real keys.
+    The probability is checked through what attention outputs (bertspec.probe,
+    values at [PAD] keys shifted by finfo.max / 64), so it holds for the fused
+    sdpa kernel too, whose sum is not observable.
 
     Claim ID: P4.2d
     Question: Does the padding mask still work in float16 and bfloat16?
     问题：在 float16 和 bfloat16 下 padding mask 还有效吗？
     中文：在 float32、float16、bfloat16 中，层的加性 mask 在 padding key 处都是 finfo(dtype).min，padding key 的概率严格为 0。
     原因：transformers 按模型的 dtype 构造 mask：float32 为 -3.4028e38，float16 为 -65504，bfloat16 为 -3.3895e38
-    （5.x sdpa 为布尔 mask）。分数被吞掉（score + finfo.min 舍入为 finfo.min），或仅在 float16 中分数低于 -16 时溢出为 -inf；
-    两种情况下与该行真实 key 相比，exp 都下溢为精确的 0。证据给出最小的真实分数，它决定 float16 是否溢出。
+    （5.x sdpa 为布尔 mask）。score + finfo.min 随后按该 dtype 舍入：float32 与 bfloat16 中任何分数都被吞掉，但 float16 在 65504 处的
+    间距是 32，训练过的模型的分数（padding key 处也有几十）会让和舍入到 finfo.min 的相邻值，分数 ≤ -16 时越过它成为 -inf。真正
+    需要成立的确实成立：在能观测到这个和的 eager 上，它与精确的 finfo.min + score 相差不超过一个间距（或在超出范围处为 -inf），
+    与该行真实 key 相比 exp 下溢为精确的 0。概率通过 attention 的输出检查（bertspec.probe，把 [PAD] key 处的 value 平移
+    finfo.max / 64），因此对无法观测其加法的 sdpa 融合内核同样成立。
     """
     name, models = in_dtype
     dtype = DTYPES[name]
     batch = dtype_batch(models, tokenizer)
     pad = batch.attention_mask == 0
     floor = torch.finfo(dtype).min
+    spacing = -2 * overflow_score(dtype)  # the distance between finfo.min and its neighbour
     rows = []
     for impl, model in models.items():
         trace, _ = trace_forward(model, keep_tensors=True, **batch.as_kwargs())
         received = trace.all("attention_mask")[0].tensor
-        probs, masked = (received_by_key(stacked(trace, quantity), pad) for quantity in ("probs", "scores+mask"))
-        rows.append((impl, masks.form(received, *pad.shape), floor, masked.unique().tolist(),
-                     received_by_key(stacked(trace, "scores"), ~pad).min(), probs.max()))
+        moved = probe.value_influence(model, batch.as_kwargs(), pad, shift=torch.finfo(dtype).max / 64)
+        observed = trace.all("scores+mask")[0].source == "observed"
+        scores, masked = (received_by_key(stacked(trace, quantity), pad) for quantity in ("scores", "scores+mask"))
+        exact = scores.double() + floor
+        off = torch.where(torch.isinf(masked), torch.zeros_like(exact), (masked.double() - exact).abs())
+        rows.append((impl, masks.form(received, *pad.shape), floor, scores.abs().max(),
+                     (masked == float("-inf")).sum() if observed else "not observed",
+                     off.max() / spacing if observed else "not observed", moved.max()))
         assert received is not None and received.dtype in (torch.bool, dtype), impl
         if received.dtype != torch.bool:
             assert set(received.unique().tolist()) == {0.0, floor}, impl
-        assert bool(((masked == floor) | (masked == float("-inf"))).all()), impl
-        assert torch.equal(probs, torch.zeros_like(probs)), impl
-    evidence.table(f"{name}: padded keys", ["implementation", "layer mask", "finfo.min", "scores + mask at [PAD]",
-                                            "smallest score at a real key", "largest probability at [PAD]"], rows)
+        if observed:
+            overflowed = torch.isinf(masked)
+            assert bool((off <= spacing).all()), impl
+            assert bool((exact[overflowed] <= floor - spacing / 2).all()), f"{impl}: -inf where the sum is in range"
+        assert torch.equal(moved, torch.zeros_like(moved)), f"{impl}: a [PAD] key reached an output"
+    evidence.table(f"{name}: padded keys (spacing of finfo.min: {spacing:g})",
+                   ["implementation", "layer mask", "finfo.min", "largest |score| at [PAD]", "sums that overflowed to -inf",
+                    "largest |sum − (finfo.min + score)| in spacings", "max |Δ output|, [PAD] values shifted"], rows)
 
 
 @pytest.mark.parametrize("dtype_name", DTYPES)
@@ -748,7 +848,7 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
     会逐位复现相同的 dropout mask，换一个种子则得到不同的 mask（config 中 dropout 概率大于 0 时）。dropout 是与推理模式唯一
     的区别，见 P2 章的断言。
     """
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     real = batch.attention_mask.bool()
 
     def train_pass(seed):

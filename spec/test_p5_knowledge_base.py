@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from bertspec import browser, claims, counterfeits, handbook, knowledge, masks, versions
-from bertspec.inputs import SENTENCE, SHORT_SENTENCE
+from bertspec.inputs import texts_for
 from bertspec.tolerances import TOL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +198,7 @@ def test_the_interactive_attention_view_holds_exactly_the_probabilities_the_mode
     输入推导（P1 的一条结论检查它们复现内核输出）。精确的 0 存为 0，其余值保留 4 位有效数字，因此“严格为 0”与“舍入为 0”可以区分：
     测试检查每个 [PAD] key 为 0、每个真实 key 为正并在舍入范围内。与 bertviz 不同，视图离线可用并标出 padding。
     """
-    batch = bert.encode([SENTENCE, SHORT_SENTENCE])
+    batch = bert.example()
     trace, _ = bert.trace(batch)
     probs = torch.stack([trace.tensor(s.name).cpu() for s in trace.all("probs")])  # (L, B, H, T, T)
     padded = (batch.attention_mask.cpu() == 0).tolist()
@@ -329,7 +329,8 @@ def test_the_tracer_records_mask_scores_and_probabilities_in_a_bert_class_it_was
     folder = settings.model_path or DEFAULT_MODEL_DIR
     model = BertModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
     tokenizer = load_tokenizer(folder)
-    inputs = tokenizer([SENTENCE, SHORT_SENTENCE], padding=True, return_tensors="pt")
+    texts = texts_for(tokenizer)
+    inputs = tokenizer([texts.sentence, texts.short], padding=True, return_tensors="pt")
     trace, _ = trace_forward(model, **inputs)
     n = model.config.num_hidden_layers
     counts = {q: len(trace.all(q)) for q in ("attention_mask", "scores", "scores+mask", "probs")}
@@ -358,7 +359,7 @@ def test_the_quick_reference_card_is_read_off_the_model_under_test(bert, evidenc
     特殊 id 来自分词器，默认值来自 config。测试把每一项与其来源核对，卡片不会与所描述的模型脱节。
     """
     config, tok = bert.config, bert.tokenizer
-    single, padded = bert.encode([SENTENCE]), bert.encode([SENTENCE, SHORT_SENTENCE])
+    single, padded = bert.example(padded=False), bert.example()
     trace, _ = bert.trace(single)
     layer0 = [s for s in trace if ".layer." not in s.name or ".layer.0." in s.name]
     evidence.table(f"shapes at every step (B = 1, T = {single.input_ids.shape[1]}; layer 0 stands for all "

@@ -1,0 +1,329 @@
+"""Chapter P1 — what a user who types something wrong sees: one true line, the right exit status,
+nothing deleted by advice, and a package that works installed like any other.
+
+The bad-input table (BROKEN, BAD_OPTIONS, TEXTS) is run three ways: ``pytest spec/
+--bert-model …``, the same with ``-n 2`` (pytest-xdist), and ``python -m bertspec
+trace``. pytest checks the options and the checkpoint while it configures the
+session, before any test, so those runs are made in this process with
+``pytest.main`` (fast, and the same code path); two real subprocesses per mode
+show that nothing differs outside it.
+"""
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertspec import DEFAULT_MODEL_DIR
+from bertspec.__main__ import main as cli
+from bertspec.inputs import CHINESE
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = {"pytest": [], "pytest -n 2": ["-n", "2"]}
+
+
+def _copy(base: Path, name: str, without=(), config=None) -> Path:
+    folder = base / name
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    for file in without:
+        (folder / file).unlink()
+    if config is not None:
+        (folder / "config.json").write_text(config, encoding="utf-8")
+    return folder
+
+
+def _config(**changes) -> str:
+    return json.dumps({**json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8")), **changes})
+
+
+def _truncated(base: Path) -> Path:
+    folder = _copy(base, "truncated")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return folder
+
+
+def _a_file(base: Path) -> Path:
+    path = base / "a-file.txt"
+    path.write_text("not a folder\n")
+    return path
+
+
+# row -> (make the folder, what the one line must say)
+BROKEN = {
+    "missing folder": (lambda base: base / "nowhere", "no such folder"),
+    "not a folder": (_a_file, "is a file, not a folder"),
+    "another model type": (lambda base: _copy(base, "gpt2", config=_config(model_type="gpt2")), "model_type is 'gpt2'"),
+    "no config": (lambda base: _copy(base, "no-config", without=["config.json"]), "no config.json"),
+    "config does not parse": (lambda base: _copy(base, "bad-json", config='{"model_type": "bert",'), "not valid JSON"),
+    "no tokenizer files": (lambda base: _copy(base, "no-tokenizer", without=["vocab.txt", "tokenizer.json"]),
+                           "no vocab.txt or tokenizer.json"),
+    "no weights": (lambda base: _copy(base, "no-weights", without=["model.safetensors"]), "no weights"),
+    "truncated weights": (_truncated, "truncated"),
+    "shapes that do not match the config": (lambda base: _copy(base, "other-size", config=_config(hidden_size=32)),
+                                            "but config.json implies"),
+}
+BAD_OPTIONS = {
+    "unknown implementation": (["--attn-implementation", "flash"], "flash"),
+    "--device cuda without a GPU": (["--device", "cuda"], "no CUDA GPU"),
+}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("broken")
+    return {row: make(base) for row, (make, _) in BROKEN.items()}
+
+
+def one_line(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def in_process_pytest(args, capsys) -> tuple[int, list[str]]:
+    """Exit status and output lines of ``pytest spec/ ARGS``, run here: the options are refused while configuring."""
+    capsys.readouterr()
+    status = pytest.main([*(() if any(a.startswith("spec/") for a in args) else ("spec/test_p1_errors.py",)),
+                          "-p", "no:cacheprovider", "-p", "no:randomly", *args])
+    out = capsys.readouterr()
+    return int(status), one_line(out.out + out.err)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("row", [*BROKEN, *BAD_OPTIONS])
+def test_a_bad_checkpoint_or_option_stops_pytest_before_any_test_with_one_line_and_status_4(
+        row, mode, broken, capsys, monkeypatch, evidence):
+    """A missing, broken or foreign checkpoint, or an option with a wrong value, stops pytest before any test: one line naming the folder and the fix, exit status 4.
+
+    The plugin (bertspec/plugin.py) checks the options and the whole checkpoint
+    while pytest configures the session: the folder, config.json, the
+    tokenizer files, the weight files' integrity (a truncated download is told
+    by its size) and every tensor's shape against the config (the model built
+    on torch's meta device). Any problem is a usage error: pytest prints that one
+    line and exits 4, with or without pytest-xdist (``-n 2``: the controller
+    refuses before it starts a worker), whatever other plugins are loaded, and
+    no session runs, so no plugin advises deleting snapshots.
+
+    Claim ID: P1.1
+    Question: What happens if my checkpoint folder or an option is wrong?
+    问题：checkpoint 目录或某个选项有问题时会怎样？
+    中文：缺失、损坏或非 BERT 的 checkpoint，或取值错误的选项，会在任何测试之前让 pytest 停下：一行指出目录与解决办法，退出码 4。
+    原因：插件（bertspec/plugin.py）在 pytest 配置会话时检查选项与整个 checkpoint：目录、config.json、分词器文件、权重文件的完整性
+    （下载不完整可由文件大小看出）以及每个张量的形状是否与 config 一致（在 torch 的 meta 设备上构建模型）。任何问题都是用法错误：
+    pytest 打印这一行并以 4 退出，无论是否使用 pytest-xdist（-n 2：控制进程在启动 worker 之前就拒绝），无论加载了哪些插件；
+    会话根本没有运行，所以没有插件会建议删除快照。
+    """
+    if row in BROKEN:
+        args, expected = ["--bert-model", str(broken[row])], BROKEN[row][1]
+    else:
+        args, expected = BAD_OPTIONS[row]
+        if "cuda" in row and torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(ROOT)
+    status, lines = in_process_pytest([*args, *MODES[mode]], capsys)
+    evidence.table(f"pytest spec/ {' '.join(a if a.startswith('-') else '…' for a in args)} {' '.join(MODES[mode])}",
+                   ["exit status", "output"], [(status, "\n".join(lines))])
+    assert status == pytest.ExitCode.USAGE_ERROR
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert "snapshot" not in lines[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_same_refusal_from_a_real_pytest_process_is_one_line_and_status_4(mode, broken, evidence):
+    """Run as a user runs it, in its own process, pytest on a truncated checkpoint prints one line and exits 4, also under ``-n 2``.
+
+    The in-process runs of the table share this session's interpreter; this
+    claim runs the row that once ended in exit status 5 and, under xdist, 35
+    lines of INTERNALERROR (a truncated model.safetensors) as a separate
+    ``python -m pytest`` process, plain and with two workers, and counts every
+    line it prints.
+
+    Claim ID: P1.1
+    Question: Is the error the same when I run pytest myself, with or without -n 2?
+    问题：我自己运行 pytest（带或不带 -n 2）时，报错也一样吗？
+    中文：像用户那样在独立进程中运行 pytest，截断的 checkpoint 只打印一行并以 4 退出，-n 2 时也一样。
+    原因：表中的进程内运行共享本会话的解释器；本断言把曾经得到退出码 5、在 xdist 下打印 35 行 INTERNALERROR 的那一行
+    （截断的 model.safetensors）作为独立的 python -m pytest 进程运行，普通方式与两个 worker 各一次，并统计它打印的每一行。
+    """
+    run = subprocess.run([sys.executable, "-m", "pytest", "spec", "--bert-model", str(broken["truncated weights"]),
+                          "-p", "no:cacheprovider", *MODES[mode]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = one_line(run.stdout + run.stderr)
+    evidence.table(f"python -m pytest spec --bert-model <truncated> {' '.join(MODES[mode])}", ["exit status", "output"],
+                   [(run.returncode, "\n".join(lines))])
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR
+    assert len(lines) == 1 and "truncated" in lines[0], lines
+
+
+# row -> (the command's arguments after "trace", exit status, what its output must say)
+TEXTS = {
+    "over-long text": (["字" * 80], 2, "error: input is too long"),
+    "empty text": ([""], 0, "tokens: [CLS] [SEP]"),
+    "only unknown characters": ([chr(0x20000) * 3], 0, "note: no character of the text is in this vocabulary"),
+    "typed special tokens": (["北京[PAD][SEP]是"], 0, "note: the text contains [PAD], [SEP]"),
+}
+
+
+def run_cli(args) -> int:
+    try:
+        return cli(args)
+    except SystemExit as exit:  # argparse ends the process itself on a usage error
+        return exit.code
+
+
+@pytest.mark.parametrize("row", [*BROKEN, *BAD_OPTIONS, *TEXTS])
+def test_the_trace_command_answers_bad_input_with_one_line(row, broken, capfd, evidence):
+    """``python -m bertspec trace`` answers every row of the bad-input table with one true line: an error naming --model and exit status 2, or a one-line note.
+
+    The command checks the folder before it imports torch, silences the
+    libraries' own warnings (a tokenizer's length warning, a load report), and
+    names the option the user typed (``--model``, not pytest's
+    ``--bert-model``). Inputs that are valid but surprising run normally and say
+    so in one note: a typed [PAD] is an ordinary token with attention_mask 1,
+    not padding; a text of nothing but unknown characters is all [UNK]; an
+    empty text is [CLS] [SEP].
+
+    Claim ID: P1.2
+    Question: What does the trace command say when the folder, an option or the text is wrong?
+    问题：目录、选项或文本有问题时，trace 命令会说什么？
+    中文：python -m bertspec trace 对坏输入表的每一行都只给一行真实的话：指明 --model 的错误信息与退出码 2，或一行提示。
+    原因：命令在导入 torch 之前检查目录，屏蔽各个库自己的警告（分词器的长度警告、加载报告），并写出用户实际输入的选项
+    （--model，而不是 pytest 的 --bert-model）。合法但出人意料的输入照常运行，并用一行提示说明：手动输入的 [PAD] 是
+    attention_mask 为 1 的普通 token，不是 padding；全是未知字符的文本全是 [UNK]；空文本就是 [CLS] [SEP]。
+    """
+    if row in BROKEN:
+        args, status, expected = [CHINESE.sentence, "--model", str(broken[row])], 2, f"error: --model {broken[row]}"
+        expected_too = BROKEN[row][1]
+    elif row in BAD_OPTIONS:
+        if "cuda" in row and torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        args, status, expected, expected_too = [CHINESE.sentence, *BAD_OPTIONS[row][0]], 2, "error: ", BAD_OPTIONS[row][1]
+    else:
+        (*args,), status, expected = TEXTS[row]
+        expected_too = expected
+    capfd.readouterr()
+    code = run_cli(["trace", *args])
+    out = capfd.readouterr()
+    lines = one_line(out.err) if status else [line for line in one_line(out.out) if line.startswith(("note:", "tokens:"))]
+    evidence.table(f"python -m bertspec trace {row}", ["exit status", "stderr", "lines that answer"],
+                   [(code, out.err.strip(), "\n".join(lines))])
+    assert code == status
+    if status:
+        assert len(lines) == 1 and lines[0].startswith(expected) and expected_too in lines[0], lines
+        assert out.out == ""
+    else:
+        assert out.err == "", "no library warning may reach the terminal"
+        assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_an_encoder_only_checkpoint_runs_the_encoder_claims_and_skips_the_head_claims_with_the_reason(
+        tmp_path, capsys, monkeypatch, evidence):
+    """pytest on a checkpoint without MLM-head weights runs: encoder claims pass, head claims are skipped with that reason.
+
+    Sentence-embedding models ship BertModel alone. The checkpoint is valid,
+    so the session runs; the ``mlm`` fixture skips each claim about the head,
+    saying why, instead of running it on the head transformers would
+    initialise at random. Shown on two claims, one of each (the whole spec runs
+    the same way in CI's encoder-only run).
+
+    Claim ID: P1.1
+    Question: Can I run the spec on a checkpoint that has no MLM head?
+    问题：能在没有 MLM 头的 checkpoint 上运行 spec 吗？
+    中文：在没有 MLM 头权重的 checkpoint 上运行 pytest：encoder 相关断言通过，预测头相关断言被跳过并说明原因。
+    原因：句向量模型只保存 BertModel。这样的 checkpoint 是合法的，所以会话照常运行；mlm fixture 跳过每条关于预测头的断言并说明原因，
+    而不是在 transformers 随机初始化的预测头上运行。这里用两条断言（各一条）展示（CI 中整个 spec 也这样在 encoder-only 模型上运行）。
+    """
+    from bertspec import loading
+
+    full = loading.load(None)
+    full.model.bert.save_pretrained(tmp_path / "encoder-only")
+    full.tokenizer.save_pretrained(tmp_path / "encoder-only")
+    claims = ["spec/test_p2_attention_mask.py::test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask[eager]",
+              "spec/test_p3_mlm_forward.py::test_the_decoder_maps_batch_seq_hidden_to_batch_seq_vocab_one_score_per_vocabulary_entry[eager]"]
+    monkeypatch.chdir(ROOT)
+    status, lines = in_process_pytest([*claims, "--bert-model", str(tmp_path / "encoder-only"), "-q", "-rs"], capsys)
+    evidence.text("pytest on an encoder-only checkpoint", "\n".join(lines[-4:]))
+    assert status == pytest.ExitCode.OK
+    assert lines[-1].startswith("1 passed, 1 skipped")
+    assert any("no MLM-head weights" in line for line in lines)
+
+
+def test_an_interrupted_run_exits_2_says_so_in_its_report_and_gives_no_snapshot_advice(settings, tmp_path, evidence):
+    """Ctrl-C during ``pytest spec/ --html=report.html`` exits with status 2, and the report says the run was interrupted and how many tests did not run.
+
+    An interrupted session still finishes: pytest-html writes its report and
+    the handbook's front page says "interrupted" with the count of tests not
+    run. Snapshots the run never reached are not unused, so the plugin tells
+    syrupy not to count them: no "--snapshot-update" advice (following it would
+    delete the snapshot files) and no extra failure bit on the exit status,
+    which stays pytest's INTERRUPTED, 2.
+
+    Claim ID: P1.1
+    Question: What happens if I press Ctrl-C during a run?
+    问题：运行中按 Ctrl-C 会怎样？
+    中文：在 pytest spec/ --html=report.html 运行中按 Ctrl-C，退出码为 2，报告写明运行被中断以及有多少测试没有运行。
+    原因：被中断的会话仍会收尾：pytest-html 写出报告，手册首页写明“被中断”以及未运行的测试数。运行没有到达的快照并不是“未使用”，
+    所以插件告诉 syrupy 不计算它们：没有 --snapshot-update 的建议（照做会删除快照文件），退出码也不会多出失败位，保持 pytest 的
+    INTERRUPTED，即 2。
+    """
+    import os
+
+    report = tmp_path / "report.html"
+    model = ["--bert-model", settings.model_path] if settings.model_path else []
+    process = subprocess.Popen([sys.executable, "-m", "pytest", "spec/test_p2_attention_mask.py", f"--html={report}",
+                                "-p", "no:cacheprovider", "-p", "no:randomly", *model], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen = ""
+    while "collected" not in seen:  # the session has started: interrupt it before its tests are through
+        seen += process.stdout.readline() or "collected (the process ended)"
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=120)
+    output = seen + rest
+    data = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))
+    evidence.text("the end of the interrupted run", "\n".join(one_line(output)[-4:]))
+    evidence.table("its report", ["exit status", "exit status in the report", "tests not run"],
+                   [(process.returncode, data["exitstatus"], data["not_run"])])
+    assert process.returncode == pytest.ExitCode.INTERRUPTED
+    assert "snapshot-update" not in output and "unused" not in output
+    assert data["exitstatus"] == 2 and data["not_run"] > 0
+    assert "This run was interrupted" in report.read_text(encoding="utf-8")
+
+
+def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec_command(tmp_path, evidence):
+    """The wheel that ``pip install .`` builds holds the bundled model, the handbook's style and script, and the ``bertspec`` command.
+
+    An installed bertspec must trace from any folder, with no source checkout:
+    the bundled model ships inside the package as bertspec.fixtures (pyproject's
+    package-dir maps the repository's fixtures/ folder to it), the handbook's
+    assets as package data, and ``bertspec`` as a console script. The wheel is
+    built here without network (``--no-build-isolation``) and every file of the
+    bundled model must be in it byte for byte; CI installs it into a fresh
+    environment and traces from another folder.
+
+    Claim ID: P1.1
+    Question: Does bertspec work when installed as a package, not from a checkout?
+    问题：bertspec 作为安装包（而不是源码目录）使用时能工作吗？
+    中文：pip install . 构建的 wheel 包含自带模型、手册的样式与脚本，以及 bertspec 命令。
+    原因：安装后的 bertspec 必须能在任何目录中 trace，而不需要源码目录：自带模型作为 bertspec.fixtures 随包发布（pyproject 的
+    package-dir 把仓库的 fixtures/ 目录映射过去），手册资源作为 package data，bertspec 是一个命令行脚本。这里不联网地构建 wheel
+    （--no-build-isolation），自带模型的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
+    """
+    import zipfile
+
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (wheel,) = tmp_path.glob("bertspec-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        model = {f"bertspec/fixtures/default-model/{p.name}": p.read_bytes() for p in DEFAULT_MODEL_DIR.iterdir()}
+        same = {name: name in names and archive.read(name) == data for name, data in model.items()}
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    evidence.table(wheel.name, ["file", "in the wheel, identical"], list(same.items()))
+    evidence.text("entry_points.txt", entry_points)
+    assert all(same.values())
+    assert {"bertspec/assets/handbook.css", "bertspec/assets/handbook.js"} <= names
+    assert "bertspec = bertspec.__main__:main" in entry_points
