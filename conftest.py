@@ -20,64 +20,81 @@ def settings(request) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(settings):
-    from bertspec import DEFAULT_MODEL_DIR, validate
-
-    return _or_exit(lambda: validate.load_tokenizer(settings.model_path or DEFAULT_MODEL_DIR))
+def family():
+    """The family whose bundled model is under test, when --family parametrizes it; None: the one model of the run."""
+    return None
 
 
 @pytest.fixture(scope="session")
-def model_cache(settings, tokenizer):
-    """Loads the model under test for an attention implementation, at most once per session."""
+def tokenizer(settings, family):
+    from bertspec import validate
+
+    return _or_exit(lambda: validate.load_tokenizer(settings.folder(family)))
+
+
+@pytest.fixture(scope="session")
+def model_cache(settings):
+    """Loads a model under test for (family, attention implementation), at most once per session."""
     import torch
 
     from bertspec import loading
 
     loaded = {}
 
-    def get(attn_implementation: str) -> loading.ModelUnderTest:
-        if attn_implementation not in loaded:
+    def get(attn_implementation: str, family: str | None = None) -> loading.ModelUnderTest:
+        key = (family, attn_implementation)
+        if key not in loaded:
             torch.manual_seed(SEED)
-            loaded[attn_implementation] = _or_exit(
-                lambda: loading.load(settings.model_path, attn_implementation, settings.device, tokenizer))
-        return loaded[attn_implementation]
+            loaded[key] = _or_exit(lambda: loading.load(settings.folder(family) if family else settings.model_path,
+                                                        attn_implementation, settings.device, bundled=family is not None))
+        return loaded[key]
 
     return get
 
 
 @pytest.fixture(scope="session")
-def bert(settings, model_cache, attn_implementation):
-    """The model under test, loaded once per attention implementation, in eval mode.
+def bert(settings, model_cache, attn_implementation, family):
+    """The model under test, loaded once per attention implementation (and family, with --family), in eval mode.
 
     Default: the bundled Chinese BERT in fixtures/default-model, loaded through
     the same from_pretrained(folder) path as a real checkpoint. Its weights are
     deliberately non-degenerate (query/key init std 0.2, decoder bias at the
     corpus's log unigram prior, 1200 steps of MLM and NSP; bertspec/default_model.py), so
     the mask, the scaling, the decoder bias and the transform visibly matter; a
-    claim in spec/test_p1_framework.py checks that.
+    claim in spec/test_p1_framework.py checks that. With --family, the bundled
+    model of each architecture named, built the same way (fixtures/family/).
     """
+    from bertspec.loading import UnsupportedImplementation
+
     if attn_implementation not in settings.attn_implementations:
         pytest.skip(f"{attn_implementation} not chosen by --attn-implementation")
-    return model_cache(attn_implementation)
+    try:
+        return model_cache(attn_implementation, family)
+    except UnsupportedImplementation as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")
-def as_class(settings):
-    """The checkpoint under test loaded into another BERT class (BertModel, BertForPreTraining, ...), once per class and
-    attention implementation, under the spec's seed: weights the checkpoint lacks are initialised the same way every run."""
+def loaded_classes():
+    return {}
+
+
+@pytest.fixture
+def as_class(bert, loaded_classes):
+    """The checkpoint under test loaded into another class of its family (BertModel, BertForPreTraining, ...), once per
+    class and attention implementation, under the spec's seed: weights the checkpoint lacks are initialised the same
+    way every run."""
     import torch
 
-    from bertspec import DEFAULT_MODEL_DIR, loading
-
-    loaded = {}
+    from bertspec import loading
 
     def get(class_name: str, attn_implementation: str = "eager") -> loading.Loaded:
-        key = (class_name, attn_implementation)
-        if key not in loaded:
+        key = (bert.folder, class_name, attn_implementation)
+        if key not in loaded_classes:
             torch.manual_seed(SEED)
-            loaded[key] = _or_exit(lambda: loading.load_class(settings.model_path or DEFAULT_MODEL_DIR, class_name,
-                                                              attn_implementation, settings.device))
-        return loaded[key]
+            loaded_classes[key] = _or_exit(lambda: loading.load_class(bert.folder, class_name, attn_implementation,
+                                                                      bert.device))
+        return loaded_classes[key]
 
     return get
 
@@ -101,8 +118,8 @@ def snapshot(snapshot, settings):
     """syrupy's snapshot, storing tensors as text; only the bundled model has snapshots."""
     from bertspec.snapshot import TensorSnapshotExtension
 
-    if settings.model_path is not None:
-        pytest.skip("snapshots record the bundled default model; --bert-model runs every other claim")
+    if settings.model_path is not None or settings.families:
+        pytest.skip("snapshots record the bundled BERT in the default run; --bert-model and --family run every other claim")
     return snapshot.use_extension(TensorSnapshotExtension)
 
 

@@ -15,3 +15,11 @@ from pathlib import Path
 # The repository's fixtures/ folder, installed as the package bertspec.fixtures (see pyproject.toml).
 FIXTURES = Path(str(files("bertspec.fixtures")))
 DEFAULT_MODEL_DIR = FIXTURES / "default-model"
+# The bundled model's siblings in the other BERT-family architectures, built the same way (bertspec/default_model.py).
+FAMILY_MODEL_DIRS = {name: FIXTURES / "family" / name
+                     for name in ("roberta", "distilbert", "albert", "electra", "modernbert")}
+
+
+def bundled_model_dir(family: str = "bert") -> Path:
+    """The bundled model of a family: fixtures/default-model for BERT, fixtures/family/<family> for the others."""
+    return DEFAULT_MODEL_DIR if family == "bert" else FAMILY_MODEL_DIRS[family]

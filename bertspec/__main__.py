@@ -45,14 +45,19 @@ def _print_trace(args) -> None:
     from bertspec.trace import trace_forward
 
     bert = loading.load(args.model, args.attn_implementation, args.device)
-    batch = bert.encode(args.text)
+    mask = bert.tokenizer.mask_token
+    text = args.text.replace("[MASK]", mask)  # RoBERTa's tokenizers write it <mask>
+    batch = bert.encode(text)
     tokens = bert.tokens(batch)
-    print(f"model: {bert.source}  attention: {bert.attn_implementation}  device: {bert.device}")
+    print(f"model: {bert.source} ({bert.anatomy.name})  attention: {bert.attn_implementation}  device: {bert.device}")
     print(f"tokens: {' '.join(tokens)}")
-    for note in _notes(bert, batch, tokens):
+    notes = _notes(bert, batch, tokens)
+    if text != args.text:
+        notes.insert(0, f"[MASK] is written {mask} in this tokenizer: the text was read as {text!r}")
+    for note in notes:
         print(f"note: {note}")
     print()
-    model = bert.model if bert.has_mlm_head else bert.model.bert
+    model = bert.model if bert.has_mlm_head else bert.encoder
     trace, output = trace_forward(model, **batch.as_kwargs())
     print(trace.table())
     if not bert.has_mlm_head:
@@ -61,7 +66,7 @@ def _print_trace(args) -> None:
     for pos in batch.positions(bert.tokenizer.mask_token_id):
         top = output.logits[0, pos].softmax(-1).topk(5)
         guesses = ", ".join(f"{bert.token(i)} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-        print(f"\n[MASK] at position {pos}: {guesses}")
+        print(f"\n{mask} at position {pos}: {guesses}")
 
 
 def _notes(bert, batch, tokens) -> list[str]:
@@ -74,6 +79,9 @@ def _notes(bert, batch, tokens) -> list[str]:
                      "with attention_mask 1 (a typed [PAD] is not padding)")
     if len(tokens) > 2 and all(t == tok.unk_token for t in tokens[1:-1]):
         notes.append(f"no character of the text is in this vocabulary: every token is {tok.unk_token}")
+    if bert.anatomy.family != "bert":
+        notes.append(f"every step of {bert.anatomy.name} is traced; bertspec's from-scratch reference "
+                     "(bertspec/reference.py) spells out BERT only, so the claims that recompute with it skip here")
     return notes
 
 
@@ -93,7 +101,7 @@ def _zoo(args) -> None:
 def _build_default_model(args) -> None:
     from bertspec import default_model
 
-    default_model.main([args.out] if args.out else [])
+    default_model.main(args.out, args.family)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -104,6 +112,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    from bertspec import FAMILY_MODEL_DIRS  # paths only: no torch before a bad folder is reported
+
     p = OneLineParser(prog="python -m bertspec", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     t = sub.add_parser("trace", help="print every step of one forward pass")
@@ -119,8 +129,10 @@ def parser() -> argparse.ArgumentParser:
     z = sub.add_parser("zoo", help="write checkpoints unlike the bundled model (English, encoder-only, 12 layers, ...)")
     z.add_argument("out")
     z.set_defaults(run=_zoo)
-    b = sub.add_parser("build-default-model", help="rebuild the bundled default model from fixtures/corpus.zh.txt")
-    b.add_argument("out", nargs="?", default=None)
+    b = sub.add_parser("build-default-model", help="rebuild the bundled model (or a family sibling) from fixtures/corpus.zh.txt")
+    b.add_argument("out", nargs="?", default=None, help="default: fixtures/default-model, fixtures/family/<family>")
+    b.add_argument("--family", choices=("bert", *FAMILY_MODEL_DIRS, "all"), default="bert",
+                   help="the architecture; all: each, into OUT/<family> when OUT is given")
     b.set_defaults(run=_build_default_model)
     return p
 

@@ -10,9 +10,13 @@ Where a family's mechanism differs (pre-LN, rotary positions, one shared layer,
 factorised embeddings), the difference is stated here and shown by its own claim.
 """
 
-from dataclasses import dataclass
+from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is not imported at run time, so that checking a folder's model_type stays fast
+    import torch
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,20 @@ class Anatomy:
     decoder_bias: str  # the parameter's name in the state dict
     norm_order: str  # "post-LN": LayerNorm(x + sublayer(x)); "pre-LN": x + sublayer(LayerNorm(x))
     positions: str  # "learned from 0" | "learned, after padding_idx" | "rotary"
-    masking_op: str = "add"  # how eager attention applies the mask: "add" a float, or "masked_fill" (DistilBERT 4.57)
+    pooler: str | None = None  # relative to the base model: the dense layer of tanh(W h[CLS] + b); None: no pooler
+    ffn_in_factor: int = 1  # ModernBERT's GeGLU makes 2 x intermediate features, gated down to intermediate
+
+    def unsupported(self, config) -> str | None:
+        """Why this anatomy cannot describe a checkpoint of the family, or None. ALBERT's roles name one group of
+        one shared layer, as albert-base/large/xlarge-v2 have; other groupings put their layers elsewhere."""
+        if self.shared_layer and (config.num_hidden_groups, config.inner_group_num) != (1, 1):
+            return (f"ALBERT with num_hidden_groups {config.num_hidden_groups} and inner_group_num "
+                    f"{config.inner_group_num}: bertspec knows ALBERT's one shared layer (both 1, as albert-base-v2)")
+        return None
+
+    def class_name(self, task: str) -> str:
+        """The family's class for a task: ``class_name("Model")`` is BertModel, ``("ForTokenClassification")`` ..."""
+        return self.mlm_class.removesuffix("ForMaskedLM") + task
 
     # ---- paths of roles ----
 
@@ -72,34 +89,86 @@ class Anatomy:
     def attention_step(self, i: int, quantity: str | None = None) -> str:
         return self.step(i, self.self_attention, quantity)
 
-    def module(self, model: torch.nn.Module, path: str) -> torch.nn.Module:
-        return model.get_submodule(path)
+    def projection_step(self, i: int, which: str) -> str:
+        """Layer i's query, key or value projection; with a fused projection, the one Linear that makes all three."""
+        return self.step(i, f"{self.self_attention}.{self.fused_qkv or getattr(self, which)}")
+
+    @property
+    def embedding_output(self) -> str:
+        """What the first layer reads: the embeddings, or their projection to the layers' width (ALBERT, ELECTRA)."""
+        return self.embedding_projection or self.embeddings
+
+    def layer_output_step(self, i: int, num_layers: int) -> str:
+        """The step holding layer i's output: its last LayerNorm (post-LN), or what the next norm reads (pre-LN)."""
+        if self.norm_order == "post-LN":
+            return self.step(i, self.output_norm)
+        return self.step(i + 1, self.attention_norm, "input") if i + 1 < num_layers else f"{self.final_norm}:input"
+
+    def sequence_output_step(self, num_layers: int) -> str:
+        """The encoder's output (last_hidden_state): the last layer's, or the final norm after it (pre-LN)."""
+        return self.final_norm or self.layer_output_step(num_layers - 1, num_layers)
+
+    def default_position_ids(self, input_ids, padding_idx: int | None):
+        """The position ids the family's embeddings use when none are passed, (1 or B, T)."""
+        import torch
+
+        if self.positions == "learned, after padding_idx":  # RoBERTa counts real tokens from padding_idx + 1
+            real = (input_ids != padding_idx).int()
+            return torch.cumsum(real, dim=1) * real + padding_idx
+        return torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+
+    def head_steps(self) -> list[str]:
+        return [p for p in (self.head_dense, self.head_activation, self.head_norm, self.decoder) if p is not None]
+
+    @property
+    def distinct_layers(self) -> int | None:
+        """How many layers have weights of their own: 1 for a shared layer, None (the config's count) otherwise."""
+        return 1 if self.shared_layer else None
+
+    # ---- roles in a model: the MLM class, or its base model alone (BertModel traced by itself) ----
+
+    def resolve(self, model: torch.nn.Module, path: str | None) -> str | None:
+        """The path of a role in ``model``, or None where ``model`` has no such module (a head in a base model)."""
+        if path is None:
+            return None
+        for candidate in (path, path.removeprefix(f"{self.base}.")):
+            try:
+                model.get_submodule(candidate)
+                return candidate
+            except AttributeError:
+                continue
+        return None
 
     def encoder(self, model: torch.nn.Module) -> torch.nn.Module:
         """The base model (BertModel, RobertaModel, ...): embeddings and layers, no head."""
         return model.get_submodule(self.base)
 
-    def word_embedding_matrix(self, model) -> torch.nn.Parameter:
-        return model.get_submodule(self.word_embeddings).weight
+    def self_attention_modules(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """(path, module) of every self-attention module with weights of its own, in layer order."""
+        count = self.distinct_layers or model.config.num_hidden_layers
+        found = [self.resolve(model, self.attention(i)) for i in range(count)]
+        return [(path, model.get_submodule(path)) for path in found if path is not None]
 
-    def self_attention_modules(self, model) -> list[tuple[str, torch.nn.Module]]:
-        """(path, module) of every self-attention module, in layer order (one, for a shared layer)."""
-        count = 1 if self.shared_layer else model.config.num_hidden_layers
-        return [(self.attention(i), model.get_submodule(self.attention(i))) for i in range(count)]
+    def traced(self, model: torch.nn.Module) -> list[tuple[str, str]]:
+        """(path, kind) of every module whose values are steps of a trace: "output", "norm" (input and output),
+        "attention" (the mask it receives and what happens inside), in the order the roles are listed here."""
+        roles = [(self.embeddings, "output"), (self.word_embeddings, "output"), (self.position_embeddings, "output"),
+                 (self.token_type_embeddings, "output"), (self.embedding_norm, "norm"),
+                 (self.embedding_projection, "output")]
+        for i in range(self.distinct_layers or model.config.num_hidden_layers):
+            roles.append((self.attention(i), "attention"))
+            projections = [self.fused_qkv] if self.fused_qkv else [self.query, self.key, self.value]
+            roles += [(f"{self.attention(i)}.{p}", "output") for p in projections]
+            roles += [(self.in_layer(i, self.attention_output), "output"), (self.in_layer(i, self.attention_norm), "norm"),
+                      (self.in_layer(i, self.ffn_in), "output"), (self.in_layer(i, self.ffn_activation), "output"),
+                      (self.in_layer(i, self.ffn_out), "output"), (self.in_layer(i, self.output_norm), "norm")]
+        roles += [(self.final_norm, "norm"), (self.head_dense, "output"), (self.head_activation, "output"),
+                  (self.head_norm, "norm"), (self.decoder, "output")]
+        return [(path, kind) for path, kind in ((self.resolve(model, p), k) for p, k in roles) if path is not None]
 
-    def is_self_attention_path(self, path: str) -> bool:
-        if self.shared_layer:
-            return path == self.attention(0)
-        prefix, _, rest = path.partition(f"{self.layers}.")
-        index, _, role = rest.partition(".")
-        return prefix == "" and index.isdigit() and role == self.self_attention
-
-    def has_head_bias_parameter(self) -> bool:
-        return True
-
-    @property
-    def base_prefix(self) -> str:
-        return f"{self.base}."
+    def shared_prefix(self, model: torch.nn.Module) -> str | None:
+        """The path under which modules run once per layer (their steps get an occurrence index), or None."""
+        return self.resolve(model, self.layers) if self.shared_layer else None
 
 
 def _bert_like(family, name, model_type, mlm_class, base, head, decoder, decoder_bias, **changes) -> Anatomy:
@@ -115,7 +184,7 @@ def _bert_like(family, name, model_type, mlm_class, base, head, decoder, decoder
         ffn_in="intermediate.dense", ffn_activation="intermediate.intermediate_act_fn", ffn_out="output.dense",
         output_norm="output.LayerNorm", final_norm=None,
         head_dense=f"{head}.dense", head_activation=f"{head}.transform_act_fn", head_norm=f"{head}.LayerNorm",
-        decoder=decoder, decoder_bias=decoder_bias, norm_order="post-LN", positions="learned from 0",
+        decoder=decoder, decoder_bias=decoder_bias, norm_order="post-LN", positions="learned from 0", pooler="pooler.dense",
     )
     fields.update(changes)
     return Anatomy(**fields)
@@ -128,7 +197,7 @@ ROBERTA = _bert_like("roberta", "RoBERTa", "roberta", "RobertaForMaskedLM", "rob
                      positions="learned, after padding_idx")
 ELECTRA = _bert_like("electra", "ELECTRA (generator)", "electra", "ElectraForMaskedLM", "electra",
                      "generator_predictions", "generator_lm_head", "generator_lm_head.bias",
-                     embedding_projection="electra.embeddings_project",
+                     embedding_projection="electra.embeddings_project", pooler=None,
                      head_activation="generator_predictions.activation")
 DISTILBERT = Anatomy(
     family="distilbert", name="DistilBERT", model_type="distilbert", mlm_class="DistilBertForMaskedLM", base="distilbert",
@@ -151,7 +220,7 @@ ALBERT = Anatomy(
     attention_norm="attention.LayerNorm", ffn_in="ffn", ffn_activation="activation", ffn_out="ffn_output",
     output_norm="full_layer_layer_norm", final_norm=None, head_dense="predictions.dense",
     head_activation="predictions.activation", head_norm="predictions.LayerNorm", decoder="predictions.decoder",
-    decoder_bias="predictions.bias", norm_order="post-LN", positions="learned from 0",
+    decoder_bias="predictions.bias", norm_order="post-LN", positions="learned from 0", pooler="pooler",
 )
 MODERNBERT = Anatomy(
     family="modernbert", name="ModernBERT", model_type="modernbert", mlm_class="ModernBertForMaskedLM", base="model",
@@ -161,6 +230,7 @@ MODERNBERT = Anatomy(
     attention_output="attn.Wo", attention_norm="attn_norm", ffn_in="mlp.Wi", ffn_activation="mlp.act", ffn_out="mlp.Wo",
     output_norm="mlp_norm", final_norm="model.final_norm", head_dense="head.dense", head_activation="head.act",
     head_norm="head.norm", decoder="decoder", decoder_bias="decoder.bias", norm_order="pre-LN", positions="rotary",
+    ffn_in_factor=2,
 )
 
 FAMILIES = {a.family: a for a in (BERT, ROBERTA, DISTILBERT, ALBERT, ELECTRA, MODERNBERT)}
@@ -172,4 +242,9 @@ def of_model_type(model_type: str) -> Anatomy | None:
 
 
 def of_model(model: torch.nn.Module) -> Anatomy:
-    return BY_MODEL_TYPE[model.config.model_type]
+    """The anatomy of a model of the BERT family, from its config's model_type."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in BY_MODEL_TYPE:
+        raise ValueError(f"model_type {model_type!r} is not in the BERT family bertspec knows: "
+                         f"{', '.join(sorted(BY_MODEL_TYPE))}")
+    return BY_MODEL_TYPE[model_type]

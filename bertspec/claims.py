@@ -84,6 +84,9 @@ CATALOGUE = {
     "P6.5": ("自定义 3D / 4D attention mask 与句子打包", "custom 3D / 4D attention masks; packing sentences"),
     "P6.6": ("半精度中的 NaN 从何而来", "where NaN comes from in half precision"),
     "P6.7": ("NSP 头、它的标签与预训练 loss", "the NSP head, its labels and the pre-training loss"),
+    "P7.1": ("理解能迁移到其他 transformer 模型", "the same claims on RoBERTa, DistilBERT, ALBERT, ELECTRA and ModernBERT"),
+    "P7.2": ("各架构与 BERT 的差异", "each architectural difference from BERT, its own claim"),
+    "P7.3": ("架构对照表", "a comparison table: claim × architecture"),
 }
 
 

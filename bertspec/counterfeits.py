@@ -22,14 +22,29 @@ from bertspec import masks
 from bertspec.loading import ModelUnderTest
 
 REGISTRY = {}
+APPLIES = {}  # name -> (model -> the reason it cannot be built for this model's family, or None)
 
 
-def counterfeit(name: str):
-    """Register a context-manager function under ``name``."""
+def counterfeit(name: str, applies=None):
+    """Register a context-manager function under ``name``; ``applies`` says why a family cannot have it, if it cannot."""
     def register(function):
         REGISTRY[name] = contextmanager(function)
+        APPLIES[name] = applies or (lambda bert: None)
         return REGISTRY[name]
     return register
+
+
+def why_not(name: str, bert: ModelUnderTest) -> str | None:
+    """Why counterfeit ``name`` cannot be made of this model, or None when it can."""
+    return APPLIES[name](bert)
+
+
+def _only(*families):
+    def applies(bert):
+        if bert.anatomy.family not in families:
+            return f"a mechanism of {', '.join(families)} only, not of {bert.anatomy.name}"
+        return None
+    return applies
 
 
 def described() -> dict[str, str]:
@@ -55,7 +70,7 @@ def _hooked(module: torch.nn.Module, bert: ModelUnderTest, *, pre=None, post=Non
 
 @counterfeit("mask_dropped")
 def mask_dropped(bert: ModelUnderTest):
-    """Every layer receives no padding mask (None), as a bug in mask routing would make it.
+    """Every layer receives no padding mask (None, or a mask that hides nothing where its attention needs one), as a bug in mask routing would make it.
 
     Also what BERT would be if padding_idx alone hid padding, or if padding
     could not change a prediction.
@@ -74,7 +89,15 @@ def _weakened(value: float):
     return replace
 
 
-@counterfeit("mask_value_minus_one")
+def _additive_mask_reaches_attention(bert: ModelUnderTest) -> str | None:
+    from bertspec import versions
+
+    if versions.takes_0_1_mask(bert.anatomy.family, bert.attn_implementation):
+        return "its attention hides keys with masked_fill(finfo.min) itself: no other mask value can reach it"
+    return None
+
+
+@counterfeit("mask_value_minus_one", applies=_additive_mask_reaches_attention)
 def mask_value_minus_one(bert: ModelUnderTest):
     """Every layer's mask adds -1.0 at hidden keys instead of finfo.min: a [PAD] key keeps e^-1 of its weight.
 
@@ -84,7 +107,7 @@ def mask_value_minus_one(bert: ModelUnderTest):
         yield bert
 
 
-@counterfeit("mask_value_minus_infinity")
+@counterfeit("mask_value_minus_infinity", applies=_additive_mask_reaches_attention)
 def mask_value_minus_infinity(bert: ModelUnderTest):
     """Every layer's mask adds -inf at hidden keys instead of finfo.min: a row with no visible key becomes NaN.
 
@@ -128,29 +151,40 @@ def mask_token_hidden(bert: ModelUnderTest):
         attention = torch.ones_like(ids) if attention is None else attention
         return args, {**kwargs, "attention_mask": attention.masked_fill(ids == mask_id, 0)}
 
-    with _hooked(bert.model.bert, bert, pre=pre):
+    with _hooked(bert.encoder, bert, pre=pre):
         yield bert
 
 
 # ---- positions and token types ----
 
-def _embedding_positions(bert: ModelUnderTest, positions):
-    """Hand the embeddings ``positions(input_ids)`` when the caller passed no position ids."""
+def _default_positions(bert: ModelUnderTest, positions):
+    """Hand the base model ``positions(input_ids)`` when the caller passed no position ids."""
     def pre(module, args, kwargs):
-        if kwargs.get("position_ids") is not None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if kwargs.get("position_ids") is not None or ids is None:
             return args, kwargs
-        return args, {**kwargs, "position_ids": positions(kwargs["input_ids"])}
-    return _hooked(bert.model.bert.embeddings, bert, pre=pre)
+        return args, {**kwargs, "position_ids": positions(ids)}
+    return _hooked(bert.encoder, bert, pre=pre)
 
 
-@counterfeit("positions_counted_from_one")
+def _positions_from_zero(bert: ModelUnderTest) -> str | None:
+    from bertspec import scope
+
+    if bert.anatomy.positions != "learned from 0":
+        return f"{bert.anatomy.name}'s positions are {bert.anatomy.positions}"
+    if not scope.takes_position_ids(bert):
+        return f"{type(bert.encoder).__name__} takes no position_ids in this transformers version"
+    return None
+
+
+@counterfeit("positions_counted_from_one", applies=_positions_from_zero)
 def positions_counted_from_one(bert: ModelUnderTest):
     """Default position ids 1..T instead of 0..T-1, an off-by-one; position ids the caller passes are left alone."""
-    with _embedding_positions(bert, lambda ids: torch.arange(1, ids.shape[1] + 1, device=ids.device)[None]):
+    with _default_positions(bert, lambda ids: torch.arange(1, ids.shape[1] + 1, device=ids.device)[None]):
         yield bert
 
 
-@counterfeit("positions_from_mask")
+@counterfeit("positions_from_mask", applies=_positions_from_zero)
 def positions_from_mask(bert: ModelUnderTest):
     """Default position ids counted over real tokens only (cumsum of attention_mask), so left padding is harmless.
 
@@ -162,7 +196,14 @@ def positions_from_mask(bert: ModelUnderTest):
             return args, kwargs
         return args, {**kwargs, "position_ids": (attention.cumsum(-1) - 1).clamp(min=0)}
 
-    with _hooked(bert.model.bert, bert, pre=pre):
+    with _hooked(bert.encoder, bert, pre=pre):
+        yield bert
+
+
+@counterfeit("roberta_positions_from_zero", applies=_only("roberta"))
+def roberta_positions_from_zero(bert: ModelUnderTest):
+    """RoBERTa with BERT's default positions 0..T-1 instead of counting real tokens from padding_idx + 1."""
+    with _default_positions(bert, lambda ids: torch.arange(ids.shape[1], device=ids.device)[None]):
         yield bert
 
 
@@ -170,9 +211,11 @@ def positions_from_mask(bert: ModelUnderTest):
 def token_types_ignored(bert: ModelUnderTest):
     """Every token gets type 0, whatever token_type_ids says."""
     def pre(module, args, kwargs):
-        return args, {**kwargs, "token_type_ids": torch.zeros_like(kwargs["input_ids"])}
+        if kwargs.get("token_type_ids") is None:
+            return args, kwargs
+        return args, {**kwargs, "token_type_ids": torch.zeros_like(kwargs["token_type_ids"])}
 
-    with _hooked(bert.model.bert.embeddings, bert, pre=pre):
+    with _hooked(bert.module(bert.anatomy.embeddings), bert, pre=pre):
         yield bert
 
 
@@ -196,7 +239,7 @@ def untied_decoder_perturbed(bert: ModelUnderTest):
 
 def _untied(bert: ModelUnderTest, perturbation: float) -> ModelUnderTest:
     model = copy.deepcopy(bert.model)
-    decoder = model.cls.predictions.decoder
+    decoder = model.get_submodule(bert.anatomy.decoder)
     clone = decoder.weight.detach().clone()
     if perturbation:
         noise = torch.randn(clone.shape, generator=torch.Generator().manual_seed(0))
@@ -205,41 +248,61 @@ def _untied(bert: ModelUnderTest, perturbation: float) -> ModelUnderTest:
     return dataclasses.replace(bert, model=model)
 
 
-@counterfeit("decoder_bias_untied")
+def _has_separate_bias(bert):
+    if bert.anatomy.decoder_bias == f"{bert.anatomy.decoder}.bias":
+        return f"{bert.anatomy.name}'s decoder bias is the decoder's own parameter: there is nothing to untie"
+    return None
+
+
+@counterfeit("decoder_bias_untied", applies=_has_separate_bias)
 def decoder_bias_untied(bert: ModelUnderTest):
-    """A deep copy whose decoder uses its own copy of cls.predictions.bias, so the real bias is never trained.
+    """A deep copy whose decoder uses its own copy of the head's bias (cls.predictions.bias in BERT), never trained.
 
     The logits are unchanged; only a gradient check can tell (the bias tying
     transformers restores in tie_weights).
     """
     model = copy.deepcopy(bert.model)
-    decoder = model.cls.predictions.decoder
+    decoder = model.get_submodule(bert.anatomy.decoder)
     decoder.bias = torch.nn.Parameter(decoder.bias.detach().clone())
     yield dataclasses.replace(bert, model=model)
 
 
-@counterfeit("head_without_transform")
+def _head_keeps_the_width(bert):
+    if getattr(bert.config, "embedding_size", bert.config.hidden_size) != bert.config.hidden_size:
+        return f"{bert.anatomy.name}'s head maps the hidden size down to the embedding size: it cannot be skipped"
+    return None
+
+
+@counterfeit("head_without_transform", applies=_head_keeps_the_width)
 def head_without_transform(bert: ModelUnderTest):
     """The MLM head skips its transform: the decoder scores sequence_output as it is.
 
-    The transform's submodules still run (a tracer still sees them), but a
-    forward hook hands the transform's input on instead of its output.
+    The transform's modules still run (a tracer still sees them), but the
+    decoder is handed what the transform received instead of what it made.
     """
-    with _hooked(bert.model.cls.predictions.transform, bert, post=lambda module, args, kwargs, output: args[0]):
+    seen = {}
+
+    def remember(module, args, kwargs):
+        seen["sequence_output"] = args[0]
+
+    def replace(module, args, kwargs):
+        return (seen["sequence_output"], *args[1:]), kwargs
+
+    with _hooked(bert.module(bert.anatomy.head_dense), bert, pre=remember), _hooked(bert.decoder, bert, pre=replace):
         yield bert
 
 
 @counterfeit("pooler_without_tanh")
 def pooler_without_tanh(bert: ModelUnderTest):
-    """Every BertPooler returns its dense layer's output without the tanh, in any model built from the checkpoint.
+    """Every pooler returns its dense layer's output without the tanh, in any model built from the checkpoint.
 
     A global module hook (torch's register_module_forward_hook), active only
-    inside the context, so it reaches the BertModel a claim loads itself.
+    inside the context, so it reaches the BertModel a claim loads itself. It
+    makes every nn.Tanh module the identity: in the BERT family the pooler's
+    activation is the only one (BERT's, RoBERTa's and ALBERT's poolers alike).
     """
     def hook(module, args, output):
-        if type(module).__name__ == "BertPooler":
-            return module.dense(args[0][:, 0])
-        return None
+        return args[0] if isinstance(module, torch.nn.Tanh) else None
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
@@ -259,6 +322,73 @@ def logits_softmaxed(bert: ModelUnderTest):
         return output
 
     with _hooked(bert.model, bert, post=post):
+        yield bert
+
+
+# ---- mechanisms of one family ----
+
+@counterfeit("albert_layers_untied", applies=_only("albert"))
+def albert_layers_untied(bert: ModelUnderTest):
+    """ALBERT whose layers after the first run their own weights (the shared layer's, perturbed), as if untied.
+
+    The shared layer's call k ≥ 1 is answered by a copy of it with every
+    weight moved by 1 %: what ALBERT would be if its num_hidden_layers layers
+    had weights of their own.
+    """
+    shared = bert.module(bert.anatomy.layers)
+    copies = [copy.deepcopy(shared) for _ in range(bert.config.num_hidden_layers)]  # before any hook is added
+    with torch.no_grad():
+        for k, layer in enumerate(copies):
+            generator = torch.Generator().manual_seed(k)
+            for p in layer.parameters():
+                p.mul_(1 + 0.01 * torch.randn(p.shape, generator=generator).to(p))
+    calls = []
+
+    def pre(module, args, kwargs):
+        calls.append(None)
+
+    def post(module, args, kwargs, output):
+        k = len(calls) - 1
+        return None if k == 0 else copies[k](*args, **kwargs)
+
+    def restart(module, args, kwargs):
+        calls.clear()
+
+    with _hooked(bert.model, bert, pre=restart), _hooked(shared, bert, pre=pre, post=post):
+        yield bert
+
+
+def _local_layers(bert: ModelUnderTest) -> str | None:
+    from bertspec.trace import is_local
+
+    if not any(is_local(module) for _, module in bert.anatomy.self_attention_modules(bert.model)):
+        return f"{bert.anatomy.name} has no local-attention layers"
+    return None
+
+
+@counterfeit("modernbert_all_global", applies=_local_layers)
+def modernbert_all_global(bert: ModelUnderTest):
+    """ModernBERT whose local layers attend globally: each gets the padding mask alone, without its window.
+
+    What ModernBERT would be if every layer were a global one (or if its
+    sliding window were ignored).
+    """
+    from bertspec.trace import is_local
+
+    seen = {}
+
+    def remember(module, args, kwargs):
+        seen["mask"] = kwargs.get("attention_mask")
+
+    def global_mask(mask, hidden):
+        b, t = hidden.shape[:2]
+        padding = seen["mask"] if seen["mask"] is not None else torch.ones(b, t, device=hidden.device)
+        hidden_keys = (padding == 0)[:, None, None, :].expand(b, 1, t, t)
+        return torch.zeros(b, 1, t, t, dtype=hidden.dtype, device=hidden.device).masked_fill(
+            hidden_keys, torch.finfo(hidden.dtype).min)
+
+    local = [module for _, module in bert.anatomy.self_attention_modules(bert.model) if is_local(module)]
+    with _hooked(bert.encoder, bert, pre=remember), masks.layer_mask_replaced(bert.model, global_mask, only=local):
         yield bert
 
 
@@ -299,5 +429,5 @@ def gradient_only_at_labels(bert: ModelUnderTest):
             return output
         return torch.where((labels != -100)[..., None], output, output.detach())
 
-    with _hooked(bert.model, bert, pre=remember), _hooked(bert.model.bert.embeddings, bert, post=post):
+    with _hooked(bert.model, bert, pre=remember), _hooked(bert.module(bert.anatomy.embeddings), bert, post=post):
         yield bert

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from bertspec import claims, knowledge
+from bertspec import anatomy, claims, knowledge, scope
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 OUTCOME_MARK = {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "–", "not run": "·"}
@@ -48,6 +48,7 @@ def attach(item, report) -> None:
         "path": path,
         "line": line + 1,
         "param": item.callspec.id if hasattr(item, "callspec") else "",
+        "family": item.callspec.params.get("family") if hasattr(item, "callspec") else None,
         "doc": function.__doc__ or "",
         "evidence": item.stash[EVIDENCE].records if EVIDENCE in item.stash else [],
         "counterfeits": [name for mark in item.iter_markers("counterfeits") for name in mark.args],
@@ -64,6 +65,7 @@ class Run:
     outcome: str  # passed, failed, error, skipped
     reason: str  # why skipped, or the failure's last line
     evidence: list
+    family: str | None = None  # the family --family ran it on; None: the claim does not run per family
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Collector:
         if record is None:
             return
         self.reported.add(report.nodeid)
-        run = Run(record["param"], _outcome(report), _reason(report), record["evidence"])
+        run = Run(record["param"], _outcome(report), _reason(report), record["evidence"], record.get("family"))
         if record["teeth"]:
             self.teeth.append({**record["teeth"], "outcome": run.outcome, "reason": run.reason})
             return
@@ -164,6 +166,21 @@ def _reason(report) -> str:
     return ""
 
 
+def synthetic_report(claim: claims.Discovered, param: str = "", outcome: str = "passed", reason: str = "",
+                     family: str | None = None):
+    """A test report for a claim as :func:`attach` fills it, without running the claim: what the handbook's own
+    claims render pages from."""
+    from types import SimpleNamespace
+
+    record = {"function": claim.function, "path": claim.path, "line": claim.line, "param": param, "family": family,
+              "doc": claim.doc, "evidence": [{"kind": "text", "title": "evidence", "text": "…"}],
+              "counterfeits": list(claim.counterfeits), "benchmark": False, "teeth": None}
+    longrepr = ("", 0, f"Skipped: {reason}") if outcome == "skipped" else None
+    return SimpleNamespace(bertspec=record, nodeid=f"{claim.path}::{claim.function}[{param}]", when="call",
+                           outcome=outcome, passed=outcome == "passed", failed=outcome == "failed",
+                           skipped=outcome == "skipped", longrepr=longrepr, longreprtext=f"E   {reason}")
+
+
 # ---- 3. the page ----
 
 def e(text) -> str:
@@ -193,6 +210,22 @@ def fmt(value) -> str:
     return "" if value is None else str(value)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # a key of VERDICTS
+    why: str  # the skip or failure reason
+    shown_by: str  # differs: the claim (test function) that shows the family's own mechanism
+
+
+VERDICTS = {  # kind -> (Chinese, English, mark)
+    "holds": ("成立", "holds", "✓"),
+    "differs": ("机制不同", "differs", "≠"),
+    "n/a": ("不适用", "not applicable", "n/a"),
+    "fails": ("失败", "fails", "✗"),
+    "not-run": ("未运行", "not run", "·"),
+}
+
+
 class Page:
     """The handbook for one session: its collected claims, the settings it ran with."""
 
@@ -211,6 +244,7 @@ class Page:
             self.qa_index(),
             *[self.chapter(prefix) for prefix in claims.CHAPTERS if self.in_chapter(prefix)],
             self.knowledge_sections(),
+            self.comparison_table(),
             self.counterfeit_table(),
             '<h2 id="run-log">运行日志 / Run log</h2>'
             "<p>pytest-html's table of every test id, below; the environment pytest recorded is folded at the end.</p>",
@@ -227,7 +261,8 @@ class Page:
         nav = "".join(f'<a href="#{a}">{e(t)}</a>' for a, t in (
             ("qa-index", "问答索引 / Q&A index"), ("misconceptions", "常见误解 / Misconceptions"),
             ("quick-reference", "速查 / Quick reference"), ("glossary", "术语表 / Glossary"),
-            ("practices", "最佳实践 / Best practices"), ("counterfeits", "反例 / How we know"),
+            ("practices", "最佳实践 / Best practices"), ("families", "家族对照 / Across the family"),
+            ("counterfeits", "反例 / How we know"),
             ("run-log", "运行日志 / Run log")))
         return (
             '<header id="front"><h1>bertspec：BERT 机制手册<br><span lang="en">A handbook of BERT\'s mechanisms, '
@@ -242,18 +277,15 @@ class Page:
         )
 
     def identity(self) -> dict:
-        from bertspec import DEFAULT_MODEL_DIR
-
-        folder = Path(self.settings.model_path or DEFAULT_MODEL_DIR)
-        config = _read_json(folder / "config.json")
-        shape = (f"{config.get('num_hidden_layers')} layers × hidden {config.get('hidden_size')} × "
-                 f"{config.get('num_attention_heads')} heads, vocabulary {config.get('vocab_size')}, "
-                 f"{config.get('max_position_embeddings')} positions, {config.get('model_type')}")
-        where = "bundled (fixtures/default-model)" if self.settings.model_path is None else str(folder)
+        folders = [Path(self.settings.folder(f)) for f in self.settings.families or (None,)]
+        if self.settings.families:
+            where = "bundled family models (fixtures/family/): " + ", ".join(self.settings.families)
+        else:
+            where = "bundled (fixtures/default-model)" if self.settings.model_path is None else str(folders[0])
         return {
             "model / 模型": where,
-            "size / 规模": shape,
-            "weights / 权重": f"sha256 {_weights_hash(folder)}",
+            "size / 规模": "; ".join(_shape(_read_json(folder / "config.json")) for folder in folders),
+            "weights / 权重": ", ".join(f"sha256 {_weights_hash(folder)}" for folder in folders),
             "torch": _version("torch"),
             "transformers": _version("transformers"),
             "attention / 注意力实现": ", ".join(self.settings.attn_implementations),
@@ -411,6 +443,89 @@ class Page:
             f'<section id="practices"><h2>关键发现与最佳实践 / Key findings and best practices</h2><ol>{practices}</ol></section>'
         )
 
+    # -- P7.3: claim × architecture --
+
+    def families(self) -> list[str]:
+        """The families this run covered: --family's, or the one of the model under test."""
+        if self.settings.families:
+            return list(self.settings.families)
+        model_type = _read_json(Path(self.settings.folder()) / "config.json").get("model_type")
+        family = anatomy.of_model_type(model_type)
+        return [family.family if family else "bert"]
+
+    def verdict_on(self, result: ClaimResult, family: str) -> Verdict:
+        """What a claim's runs on one family say: holds, fails, differs (and which claim shows how), n/a, not run."""
+        single = not self.settings.families or all(run.family is None for run in result.runs)
+        runs = [run for run in result.runs if single or run.family == family]
+        if not runs:
+            return Verdict("not-run", "", "")
+        if any(run.outcome in ("failed", "error") for run in runs):
+            return Verdict("fails", next(run.reason for run in runs if run.outcome in ("failed", "error")), "")
+        if any(run.outcome == "passed" for run in runs):
+            return Verdict("holds", "", "")
+        reason = runs[0].reason
+        if reason.startswith(scope.DIFFERS):
+            shown_by = re.search(r"\[(test_\w+)\]$", reason)
+            return Verdict("differs", re.sub(r"\s*\[test_\w+\]$", "", reason), shown_by.group(1) if shown_by else "")
+        if reason.startswith(scope.NOT_APPLICABLE):
+            return Verdict("n/a", reason, "")
+        return Verdict("not-run", reason, "")
+
+    def comparison_table(self) -> str:
+        families = self.families()
+        rows, counts = [], {f: {} for f in families}
+        for r in self.results:
+            if r.claim is None or r.benchmark:
+                continue
+            cells = []
+            for family in families:
+                verdict = self.verdict_on(r, family)
+                counts[family][verdict.kind] = counts[family].get(verdict.kind, 0) + 1
+                cells.append(self.verdict_cell(verdict))
+            if len(families) > 1 and all(run.family is None for run in r.runs):  # one run, whatever the family
+                cells = [self.verdict_cell(self.verdict_on(r, families[0]), span=len(families))]
+            rows.append(f'<tr data-filter><th><a href="#{e(r.anchor)}">{e(r.claim.claim_id)}</a> '
+                        f'<span lang="zh">{inline(r.claim.question_zh)}</span> <span lang="en">{inline(r.claim.question)}'
+                        f'</span></th>{"".join(cells)}</tr>')
+        names = [anatomy.FAMILIES[f].name for f in families]
+        head = "".join(f"<th>{e(n)}</th>" for n in names)
+        summary = "".join(
+            f"<tr><th>{e(VERDICTS[kind][0])} / {e(VERDICTS[kind][1])}</th>"
+            + "".join(f"<td>{counts[f].get(kind, 0)}</td>" for f in families) + "</tr>" for kind in VERDICTS)
+        hint = ("" if self.settings.families else
+                "<p>本次只运行了一个模型；<code>pytest spec/ --family all --html=report.html</code> 在 BERT 家族每个架构的自带模型上"
+                "运行全部结论。/ This run covered one model; <code>pytest spec/ --family all --html=report.html</code> "
+                "runs every claim on the bundled model of each BERT-family architecture.</p>")
+        return (
+            '<section id="families"><h2>P7.3 家族对照：结论 × 架构 / Across the family: claim × architecture</h2>'
+            "<p>每条结论在每个架构上：✓ 成立、≠ 机制不同（链接到说明该架构机制的结论）、n/a 不适用（附原因）、✗ 失败、· 未运行"
+            "（原因见鼠标悬停）。/ Each claim on each architecture: ✓ holds, ≠ differs (linked to the claim that shows "
+            "that architecture's own mechanism), n/a not applicable (with the reason), ✗ fails, · not run (hover for "
+            "why).</p>"
+            f"{hint}"
+            f'<table class="ev family-summary"><tr><th></th>{head}</tr>{summary}</table>'
+            f'<details open><summary>全部结论 / every claim ({len(rows)})</summary><div class="scroll">'
+            f'<table class="ev family-table"><tr><th>claim</th>{head}</tr>{"".join(rows)}</table></div></details></section>'
+        )
+
+    def verdict_cell(self, verdict: Verdict, span: int = 1) -> str:
+        """A compact cell (the legend above gives each mark in both languages); n/a and failures say why."""
+        zh, en, mark = VERDICTS[verdict.kind]
+        label = e(f"{mark} {zh}")
+        if span > 1:
+            label = e(f"{mark} {zh} / {en} — 不依赖架构，运行一次 / independent of the architecture, run once")
+        if verdict.shown_by:
+            label = self.link_short(verdict.shown_by, f"{mark} {zh}")
+        why = f"<small>{inline(verdict.why)}</small>" if verdict.kind in ("n/a", "fails") else ""
+        columns = f' colspan="{span}"' if span > 1 else ""
+        return f'<td class="verdict {verdict.kind}"{columns} title="{e(verdict.why)}">{label}{why}</td>'
+
+    def link_short(self, function: str, label: str) -> str:
+        result = self.by_function.get(function)
+        if result is None or result.claim is None:
+            return f"{e(label)} (<code>{e(function)}</code>)"
+        return f'<a href="#{e(result.anchor)}">{e(label)} → {e(result.claim.claim_id)}</a>'
+
     def counterfeit_table(self) -> str:
         from bertspec import counterfeits
 
@@ -536,6 +651,16 @@ def run_log_cell(report) -> str:
 
 def _asset(name: str, tag: str) -> str:
     return f"<{tag}>{(ASSETS / name).read_text(encoding='utf-8')}</{tag}>"
+
+
+def _shape(config: dict) -> str:
+    """A config.json in one line; DistilBERT names its sizes n_layers, dim and n_heads."""
+    def get(name, distilbert_name):
+        return config.get(name, config.get(distilbert_name))
+
+    return (f"{get('num_hidden_layers', 'n_layers')} layers × hidden {get('hidden_size', 'dim')} × "
+            f"{get('num_attention_heads', 'n_heads')} heads, vocabulary {config.get('vocab_size')}, "
+            f"{config.get('max_position_embeddings')} positions, {config.get('model_type')}")
 
 
 def _read_json(path: Path) -> dict:

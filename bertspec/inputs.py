@@ -1,11 +1,10 @@
 """Inputs the spec feeds BERT, and the length check transformers does not make."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from bertspec.validate import InputTooLongError
-
 
 
 @dataclass(frozen=True)
@@ -54,12 +53,22 @@ def corpus_lines(language: str) -> list[str]:
 
 
 def texts_for(tokenizer) -> Texts:
-    """The example texts this vocabulary knows best: the language whose sentences have the fewest [UNK]."""
+    """The example texts this vocabulary knows best: the language whose sentences have the fewest [UNK],
+    each [MASK] written as this tokenizer's mask token (RoBERTa's is ``<mask>``)."""
     def unknown_share(texts: Texts) -> float:
         tokens = [t for text in texts.all() for t in tokenizer.tokenize(text)]
         return sum(t == tokenizer.unk_token for t in tokens) / len(tokens)
 
-    return min((CHINESE, ENGLISH), key=unknown_share)
+    return with_mask_token(min((CHINESE, ENGLISH), key=unknown_share), tokenizer.mask_token)
+
+
+def with_mask_token(texts: Texts, mask_token: str) -> Texts:
+    def written(value):
+        if isinstance(value, tuple):
+            return tuple(written(v) for v in value)
+        return value.replace("[MASK]", mask_token)
+
+    return replace(texts, **{f.name: written(getattr(texts, f.name)) for f in fields(texts) if f.name != "language"})
 
 
 @dataclass(frozen=True)
@@ -67,20 +76,20 @@ class Batch:
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T), 1 = real token, 0 = padding
     token_type_ids: torch.Tensor  # (B, T)
+    typed: bool = True  # False: the model has no token types (DistilBERT, ModernBERT) and is not given any
 
     def as_kwargs(self) -> dict:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "token_type_ids": self.token_type_ids,
-        }
+        kwargs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.typed:
+            kwargs["token_type_ids"] = self.token_type_ids
+        return kwargs
 
     def positions(self, token_id: int, row: int = 0) -> list[int]:
         """Where ``token_id`` sits in one row, e.g. every [MASK] or [SEP]."""
         return (self.input_ids[row] == token_id).nonzero().flatten().tolist()
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.token_type_ids)))
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.token_type_ids)), self.typed)
 
 
 def check_length(n_tokens: int, max_positions: int) -> None:
@@ -115,4 +124,5 @@ def pad_right(batch: Batch, n_pad: int, pad_token_id: int) -> Batch:
     def extend(t, value):
         return torch.cat([t, torch.full((b, n_pad), value, dtype=t.dtype, device=device)], dim=1)
 
-    return Batch(extend(batch.input_ids, pad_token_id), extend(batch.attention_mask, 0), extend(batch.token_type_ids, 0))
+    return Batch(extend(batch.input_ids, pad_token_id), extend(batch.attention_mask, 0), extend(batch.token_type_ids, 0),
+                 batch.typed)

@@ -244,6 +244,25 @@ GLOSSARY = [
          "Selects 15% of ordinary tokens for prediction: 80% become [MASK], 10% a random token, 10% stay.",
          ("test_the_collator_selects_about_15_percent_of_ordinary_tokens_labels_only_those_and_never_a_special_token",
           "test_the_collator_turns_80_percent_of_selected_tokens_into_mask_10_percent_into_random_tokens_and_keeps_10_percent")),
+    Term("pre-LN", "ModernBERT 在每个子层之前做 LayerNorm：x + sublayer(LayerNorm(x))，最后一层之后再做一次。",
+         "ModernBERT normalises before each sublayer, x + sublayer(LayerNorm(x)), and once more after the last layer.",
+         ("test_modernbert_normalises_before_each_sublayer_and_once_more_after_the_last_layer",)),
+    Term("RoPE (rotary positions)", "没有位置嵌入表：query 与 key 按位置成对旋转，注意力分数只取决于两个位置之差。",
+         "No position table: queries and keys are rotated pair by pair by their positions, so a score depends only on "
+         "the distance between two positions.",
+         ("test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_position_instead",)),
+    Term("local / global attention", "ModernBERT 的局部层只看 local_attention / 2 以内的 key，每隔几层的全局层看全部。",
+         "ModernBERT's local layers see only the keys within local_attention / 2 positions; every few layers a global "
+         "one sees them all.",
+         ("test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_every_key",)),
+    Term("shared layer / factorised embeddings", "ALBERT 只有一层权重，运行 num_hidden_layers 次；嵌入宽 E，再投影到 H。",
+         "ALBERT has one layer's weights, run num_hidden_layers times; its embeddings are E wide, projected up to H.",
+         ("test_albert_runs_one_layers_weights_num_hidden_layers_times_on_embeddings_projected_up_from_embedding_size",)),
+    Term("anatomy (bertspec)", "每个家族一个小对象：各角色的模块路径与约定；结论通过它在整个 BERT 家族上运行。",
+         "One small object per family: each role's module path and the conventions; the claims run on the whole BERT "
+         "family through it.",
+         ("test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_name_a_true_module_path",
+          "test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails")),
 ]
 
 
@@ -303,4 +322,16 @@ PRACTICES = [
              "padding_idx 只冻结它，真正隐藏 padding 的是 attention mask。",
              "padding_idx only freezes it; the attention mask is what hides padding.",
              ("test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding",)),
+    Practice("换架构时先查它的位置编号：RoBERTa 从 padding_idx + 1 数，ModernBERT 用旋转位置。",
+             "When you change architecture, check how it numbers positions: RoBERTa counts from padding_idx + 1, "
+             "ModernBERT rotates.",
+             "BERT 式的 0..T-1 假设在 RoBERTa 上错位，在 ModernBERT 上没有位置表可查。",
+             "BERT's 0..T-1 assumption is off on RoBERTa, and ModernBERT has no table to look positions up in.",
+             ("test_roberta_counts_positions_from_after_padding_idx_so_left_padding_leaves_them_alone",
+              "test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_position_instead")),
+    Practice("不要给 DistilBERT 传 token_type_ids。", "Do not pass token_type_ids to DistilBERT.",
+             "它没有 token type：4.57 报 TypeError，5.x 静默忽略，句对信息只剩 [SEP]。",
+             "It has no token types: 4.57 raises a TypeError, 5.x silently ignores them, and a pair's structure is left "
+             "to [SEP] alone.",
+             ("test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_route",)),
 ]

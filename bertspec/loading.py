@@ -7,36 +7,70 @@ Nothing here touches the network; callers set the hub offline first.
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR, validate
+from bertspec import DEFAULT_MODEL_DIR, anatomy, validate
+from bertspec.anatomy import Anatomy
 from bertspec.inputs import Batch, Texts, encode, texts_for
 from bertspec.trace import trace_forward
 from bertspec.validate import CheckpointError, load_tokenizer
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
-HEAD_PREFIX = "cls.predictions."
 
 
 @dataclass
 class ModelUnderTest:
     """One loaded model, with the facts every claim needs about it."""
 
-    model: torch.nn.Module  # BertForMaskedLM, in eval mode
+    model: torch.nn.Module  # the family's MLM class (BertForMaskedLM, ...), in eval mode
     tokenizer: object
     attn_implementation: str
     device: str
-    source: str  # folder path, or "bundled default"
+    source: str  # folder path, "bundled default" (BERT), or "bundled RoBERTa" ... (--family)
     has_mlm_head: bool  # False: the checkpoint is encoder-only, the head is random
+    folder: Path  # where it was loaded from
 
     @property
     def config(self):
         return self.model.config
 
     @property
+    def bundled(self) -> bool:
+        """One of the models bertspec ships: the default BERT, or a family sibling (--family)."""
+        return self.source.startswith("bundled")
+
+    @property
     def is_default(self) -> bool:
+        """The bundled BERT of the default run, whose own facts (a prediction, a magnitude) some claims check."""
         return self.source == "bundled default"
+
+    @cached_property
+    def anatomy(self) -> Anatomy:
+        """Where each role lives in this family's model, and the conventions that differ from BERT."""
+        return anatomy.of_model(self.model)
+
+    @property
+    def encoder(self) -> torch.nn.Module:
+        """The base model inside the MLM class (BertModel, RobertaModel, ...): embeddings and layers."""
+        return self.anatomy.encoder(self.model)
+
+    def module(self, path: str) -> torch.nn.Module:
+        return self.model.get_submodule(path)
+
+    @property
+    def word_embeddings(self) -> torch.nn.Embedding:
+        return self.module(self.anatomy.word_embeddings)
+
+    @property
+    def decoder(self) -> torch.nn.Linear:
+        return self.module(self.anatomy.decoder)
+
+    @property
+    def decoder_bias(self) -> torch.nn.Parameter:
+        """The head's own bias (cls.predictions.bias in BERT), the Parameter the decoder adds."""
+        return self.model.get_parameter(self.anatomy.decoder_bias)
 
     @cached_property
     def texts(self) -> Texts:
@@ -57,10 +91,38 @@ class ModelUnderTest:
         B, which the tokenizer marks 1 in a pair; such a model is fed type 0 everywhere,
         as its users must (a P4 claim shows the error transformers gives otherwise).
         """
-        batch = encode(self.tokenizer, texts, self.config.max_position_embeddings, self.device, text_pairs, padding_side)
-        if self.config.type_vocab_size == 1:
-            return Batch(batch.input_ids, batch.attention_mask, torch.zeros_like(batch.token_type_ids))
+        batch = encode(self.tokenizer, texts, self.max_positions, self.device, text_pairs, padding_side)
+        if not self.typed or self.config.type_vocab_size == 1:
+            return self.batch(batch.input_ids, batch.attention_mask)
         return batch
+
+    @property
+    def typed(self) -> bool:
+        """Whether the family has token types at all (DistilBERT and ModernBERT have none)."""
+        return self.anatomy.token_type_embeddings is not None
+
+    def batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Batch:
+        """A batch of given ids for this model: every token real unless a mask is given, token type 0 everywhere."""
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return Batch(input_ids, mask, torch.zeros_like(input_ids), self.typed)
+
+    def traced_values(self, trace, i: int) -> torch.Tensor:
+        """Layer i's value vectors (B, T, hidden) as traced: the value projection's output, or a fused one's last third."""
+        values = trace.tensor(self.anatomy.projection_step(i, "value"))
+        return values.chunk(3, dim=-1)[2] if self.anatomy.fused_qkv else values
+
+    def projected(self, i: int, context: torch.Tensor) -> torch.Tensor:
+        """Layer i's attention output projection applied to a context (B, T, hidden): comparable, in every family,
+        with the traced step ``anatomy.step(i, anatomy.attention_output)``."""
+        a = self.anatomy
+        with torch.no_grad():
+            return self.module(a.in_layer(0 if a.shared_layer else i, a.attention_output))(context)
+
+    @property
+    def max_positions(self) -> int:
+        """How many tokens fit: the position table's rows, less the offset RoBERTa's positions start at."""
+        offset = self.config.pad_token_id + 1 if self.anatomy.positions == "learned, after padding_idx" else 0
+        return self.config.max_position_embeddings - offset
 
     def token(self, token_id) -> str:
         """One id as a token; a checkpoint's vocab_size may exceed its tokenizer's, so some ids have none."""
@@ -78,14 +140,26 @@ class ModelUnderTest:
 
 
 def last_hidden_state(model, batch: Batch, **extra) -> torch.Tensor:
-    """The encoder's output (B, T, hidden) for one eval-mode pass; ``extra`` overrides batch inputs."""
+    """The encoder's output (B, T, hidden) for one eval-mode pass; ``extra`` overrides batch inputs (None: left out)."""
     with torch.no_grad():
-        return model.bert(**{**batch.as_kwargs(), **extra}).last_hidden_state
+        return anatomy.of_model(model).encoder(model)(**{**batch.as_kwargs(), **extra}).last_hidden_state
 
 
 def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise CheckpointError("--device cuda: no CUDA GPU is visible to torch on this machine; use --device cpu")
+
+
+class UnsupportedImplementation(Exception):
+    """The installed transformers has no such attention implementation for this family (ELECTRA's sdpa on 4.57)."""
+
+
+def check_implementation(family: Anatomy, attn_implementation: str) -> None:
+    import transformers
+
+    if attn_implementation == "sdpa" and not getattr(getattr(transformers, family.mlm_class), "_supports_sdpa", True):
+        raise UnsupportedImplementation(f"transformers {transformers.__version__}'s {family.mlm_class} has no sdpa "
+                                        "attention (_supports_sdpa is False); its claims run on eager")
 
 
 @dataclass
@@ -133,8 +207,9 @@ def load_class(folder, class_name: str, attn_implementation="eager", device="cpu
     return Loaded(model.to(device).eval(), set(info["missing_keys"]), set(info["unexpected_keys"]), first_lines)
 
 
-def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -> ModelUnderTest:
-    """Load BertForMaskedLM from a folder (the bundled default when path is None), after validating the folder.
+def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None, bundled=False) -> ModelUnderTest:
+    """Load the family's MLM class (BertForMaskedLM, ...) from a folder (the bundled default when path is None), after
+    validating the folder; ``bundled``: the folder is one of the bundled family models (--family).
 
     Raises CheckpointError, whose one-line message the caller prefixes with the option the user typed.
     """
@@ -144,8 +219,10 @@ def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -
     facts = validate.check_folder(path if path is not None else DEFAULT_MODEL_DIR)
     validate.check_against_config(facts)
     folder = facts.folder
-    loaded = load_class(folder, "BertForMaskedLM", attn_implementation, device)
-    encoder_missing = sorted(k for k in loaded.missing if not k.startswith(HEAD_PREFIX))
+    family = anatomy.of_model_type(facts.model_type)
+    check_implementation(family, attn_implementation)
+    loaded = load_class(folder, family.mlm_class, attn_implementation, device)
+    encoder_missing = sorted(k for k in loaded.missing if k.startswith(f"{family.base}."))
     if encoder_missing:
         raise CheckpointError(f"{folder}: encoder weights missing ({encoder_missing[0]}, ... {len(encoder_missing)} in all); this is not a BERT checkpoint")
     return ModelUnderTest(
@@ -153,6 +230,7 @@ def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None) -
         tokenizer=tokenizer if tokenizer is not None else load_tokenizer(folder),
         attn_implementation=attn_implementation,
         device=device,
-        source="bundled default" if path is None else str(folder),
-        has_mlm_head=not any(k.startswith(HEAD_PREFIX) for k in loaded.missing),
+        source="bundled default" if path is None else f"bundled {family.name}" if bundled else str(folder),
+        has_mlm_head=not any(not k.startswith(f"{family.base}.") for k in loaded.missing),
+        folder=Path(folder),
     )

@@ -12,15 +12,23 @@ from dataclasses import dataclass
 
 import torch
 
-from bertspec.trace import mask_argument, is_self_attention
+from bertspec import anatomy
+from bertspec.trace import mask_argument, mask_key
 
 
 def allowed(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
     """(B, T, T) booleans: may query i attend to key j under this layer mask?"""
     if mask is None:
         return torch.ones(batch, length, length, dtype=torch.bool)
+    if is_0_1(mask):  # DistilBERT 4.57's eager attention takes the 2D mask itself: 1 = may attend
+        return (mask != 0).cpu()[:, None, :].expand(batch, length, length)
     keep = mask if mask.dtype == torch.bool else mask == 0
     return keep.cpu().expand(batch, 1, length, length)[:, 0]
+
+
+def is_0_1(mask: torch.Tensor | None) -> bool:
+    """A 2D [B, T] 0/1 mask, as the user passes it (the module hides keys itself), not a layer mask."""
+    return mask is not None and mask.dim() == 2 and not mask.is_floating_point()
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,9 @@ class MaskForm:
 def form(mask: torch.Tensor | None, batch: int, length: int) -> MaskForm:
     if mask is None:
         return MaskForm("None", "", "")
-    dims = ["B" if i == 0 and n == batch else "T" if i >= 2 and n == length else str(n) for i, n in enumerate(mask.shape)]
+    last = mask.dim() - 1
+    dims = ["B" if i == 0 and n == batch else "T" if (i >= 2 or i == last) and n == length else str(n)
+            for i, n in enumerate(mask.shape)]
     shape = "[" + ", ".join(dims) + "]"
     return MaskForm(_kind(mask), shape, "{" + ", ".join(_value_names(mask)) + "}")
 
@@ -62,24 +72,51 @@ def _value_names(mask) -> list[str]:
 
 
 @contextmanager
-def layer_mask_replaced(model: torch.nn.Module, replace):
-    """While open, every self-attention module receives ``replace(original_mask, hidden_states)`` instead."""
+def layer_mask_replaced(model: torch.nn.Module, replace, only=None):
+    """While open, every self-attention module (or those in ``only``) receives ``replace(original_mask,
+    hidden_states)`` instead."""
 
     def hook(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        new = replace(mask_argument(args, kwargs), hidden)
-        if "attention_mask" in kwargs or len(args) < 2:
-            return args, {**kwargs, "attention_mask": new}
-        return (args[0], new, *args[2:]), kwargs
+        hidden = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
+        original = mask_argument(module, args, kwargs)
+        if is_0_1(original):
+            new = as_0_1(replace(additive_keys(original, hidden.dtype), hidden), original)
+        else:
+            new = replace(original, hidden)
+            if new is None and original is not None:  # ModernBERT's 4.57 attention adds its mask unconditionally
+                new = torch.ones_like(original) if original.dtype == torch.bool else torch.zeros_like(original)
+        key = mask_key(module, args, kwargs)
+        if isinstance(key, int):
+            return (*args[:key], new, *args[key + 1:]), kwargs
+        return args, {**kwargs, key or "attention_mask": new}
 
-    handles = [
-        m.register_forward_pre_hook(hook, with_kwargs=True) for m in model.modules() if is_self_attention(m)
-    ]
+    modules = only if only is not None else [m for _, m in anatomy.of_model(model).self_attention_modules(model)]
+    handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module in modules]
     try:
         yield model
     finally:
         for h in handles:
             h.remove()
+
+
+def additive_keys(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A 2D 0/1 mask as the additive [B, 1, 1, T] layer mask BERT would build from it."""
+    return torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=dtype, device=mask.device).masked_fill(
+        (mask == 0)[:, None, None, :], torch.finfo(dtype).min)
+
+
+def as_0_1(new: torch.Tensor | None, original: torch.Tensor) -> torch.Tensor:
+    """A replacement layer mask back in the 2D 0/1 form a module that hides keys itself takes (None: all keys)."""
+    if new is None:
+        return torch.ones_like(original)
+    keep = new if new.dtype == torch.bool else new == 0
+    if not new.dtype == torch.bool and not bool(((new == 0) | (new == torch.finfo(new.dtype).min)).all()):
+        raise ValueError("a module that takes a 0/1 mask hides keys with finfo.min itself: no other value can reach it")
+    b, t = original.shape
+    keys = keep.expand(b, 1, t, t)
+    if not bool((keys == keys[:, :, :1]).all()):
+        raise ValueError("a module that takes a 0/1 mask hides the same keys from every query: no per-query mask")
+    return keys[:, 0, 0].to(original.dtype)
 
 
 def packed_mask(lengths: list[int], dtype: torch.dtype, major: int) -> torch.Tensor:

@@ -25,15 +25,21 @@ SETTINGS = pytest.StashKey["Settings"]()
 COLLECTOR = pytest.StashKey[handbook.Collector]()
 
 
+FAMILIES = ("bert", "roberta", "distilbert", "albert", "electra", "modernbert")  # bertspec.anatomy.FAMILIES, without torch
+
+
 @dataclass(frozen=True)
 class Settings:
     model_path: str | None  # None: the bundled default model
     attn_implementations: tuple[str, ...]
     device: str
+    families: tuple[str, ...] = ()  # --family: each claim runs on these bundled models; (): on one model
 
-    @property
-    def model_label(self) -> str:
-        return "bundled" if self.model_path is None else self.model_path
+    def folder(self, family: str | None = None):
+        """The folder of the model under test: --bert-model's, or the bundled model of the family (BERT's by default)."""
+        from bertspec import bundled_model_dir
+
+        return bundled_model_dir(family or "bert") if self.model_path is None else self.model_path
 
 
 def pytest_addoption(parser):
@@ -44,6 +50,9 @@ def pytest_addoption(parser):
     group.addoption("--attn-implementation", metavar="eager|sdpa|all", default="all",
                     help="attention implementation(s) the claims run on (default: all)")
     group.addoption("--device", metavar="cpu|cuda", default="cpu", help="device of the model (default: cpu)")
+    group.addoption("--family", metavar="all|" + "|".join(FAMILIES), default=None,
+                    help="run every claim on the bundled model of each BERT-family architecture named "
+                         "(comma-separated, or all); default: the bundled BERT alone")
 
 
 def pytest_configure(config):
@@ -60,6 +69,7 @@ def pytest_configure(config):
         model_path=config.getoption("--bert-model"),
         attn_implementations=ATTN_IMPLEMENTATIONS if choice == "all" else (choice,),
         device=config.getoption("--device"),
+        families=_families(config.getoption("--family"), config.getoption("--bert-model")),
     )
     config.stash[SETTINGS] = settings
     config.stash[COLLECTOR] = collector = handbook.Collector()
@@ -67,6 +77,18 @@ def pytest_configure(config):
     config.pluginmanager.register(NoSnapshotSummaryWhenCutShort(), "bertspec-snapshot-summary")
     if not _is_xdist_worker(config):  # the controller already checked, and a worker cannot stop the session cleanly
         _check_or_stop(settings)
+
+
+def _families(option: str | None, model_path: str | None) -> tuple[str, ...]:
+    if option is None:
+        return ()
+    if model_path is not None:
+        raise pytest.UsageError("--family runs the bundled family models, --bert-model one checkpoint of any family: "
+                                "give one of the two")
+    names = FAMILIES if option == "all" else tuple(option.split(","))
+    for name in names:
+        _check_choice("--family", name, (*FAMILIES, "all"))
+    return names
 
 
 def _check_choice(option: str, value: str, allowed: tuple) -> None:
@@ -97,6 +119,10 @@ def pytest_generate_tests(metafunc):
     # the model fixture skips the implementations the option left out.
     if "attn_implementation" in metafunc.fixturenames:
         metafunc.parametrize("attn_implementation", ATTN_IMPLEMENTATIONS, scope="session")
+    # Only with --family: the default run's test ids (and snapshot names) stay as they are.
+    families = metafunc.config.stash[SETTINGS].families
+    if families and "family" in metafunc.fixturenames:
+        metafunc.parametrize("family", families, scope="session")
 
 
 # ---- each test's claim and evidence travel in its report; the collector gathers them ----

@@ -7,60 +7,91 @@ and see which queries' attention outputs move. A query's output is Σ_j p_ij v_j
 so it moves by p_ij · shift: exactly not at all when the key's probability is
 exactly 0 (0 · shift = 0, and adding 0 changes no bit), and visibly when it is
 any positive float32 above ~1e-36 (shift 1e30 against outputs of size ~1).
+
+The attention output read here is the context Σ_j p_ij v_j itself: the input of
+the layer's output projection, which is where it is in every family (BERT's
+self-attention module returns it; DistilBERT's, ALBERT's and ModernBERT's
+project it first). ALBERT runs its one layer num_hidden_layers times, so each
+layer is a call of a module: its occurrence.
 """
 
 from contextlib import contextmanager
 
 import torch
 
-from bertspec.trace import is_self_attention
+from bertspec import anatomy
 
 SHIFT = 1e30
 
 
-def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in model.modules() if is_self_attention(m)]
+def _layers(model) -> list[tuple[torch.nn.Module, slice, torch.nn.Module, int]]:
+    """Per layer: the Linear that makes its values, which of its output features they are, the output projection
+    (whose input is the context), and which call of those modules the layer is."""
+    a = anatomy.of_model(model)
+    found = []
+    for i in range(model.config.num_hidden_layers):
+        own = 0 if a.shared_layer else i
+        attention = model.get_submodule(a.resolve(model, a.attention(own)))
+        projection = model.get_submodule(a.resolve(model, a.in_layer(own, a.attention_output)))
+        if a.fused_qkv is None:
+            values, features = attention.get_submodule(a.value), slice(None)
+        else:  # q, k, v side by side: v is the last third
+            values = attention.get_submodule(a.fused_qkv)
+            width = values.out_features // 3
+            features = slice(2 * width, 3 * width)
+        found.append((values, features, projection, i if a.shared_layer else 0))
+    return found
 
 
 @contextmanager
-def _outputs_of(modules):
-    seen = [None] * len(modules)
-
-    def hook_for(i):
-        def hook(module, args, output):
-            seen[i] = (output[0] if isinstance(output, tuple) else output).detach()
-        return hook
-
-    handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(modules)]
+def _hooks(pairs):
+    handles = [register(hook) for register, hook in pairs]
     try:
-        yield seen
+        yield
     finally:
         for handle in handles:
             handle.remove()
 
 
 @contextmanager
-def _values_shifted(module, keys: torch.Tensor, shift: float):
-    def hook(linear, args, output):
-        return output + keys[..., None].to(output.dtype) * shift
+def _contexts(layers):
+    """Every layer's context (B, T, C), the input of its output projection, in layer order."""
+    seen = []
+    projections = list(dict.fromkeys(projection for _, _, projection, _ in layers))
 
-    handle = module.value.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+    def hook(module, args):
+        seen.append(args[0].detach())
+
+    with _hooks([(p.register_forward_pre_hook, hook) for p in projections]):
+        yield seen
+
+
+def _on_call(occurrence: int, change):
+    """A forward hook that applies ``change(output)`` on one call of its module (each forward counts from 0)."""
+    calls = []
+
+    def hook(module, args, output):
+        calls.append(None)
+        return change(output) if len(calls) - 1 == occurrence else None
+    return hook
 
 
 def value_influence(model, inputs: dict, keys: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
     """(L, B, H, T): per layer, sequence, head and query, how far the attention output moves when the values at
     ``keys`` ((B, T) booleans) are shifted by ``shift`` in that layer alone (one forward pass per layer)."""
-    modules = attention_modules(model)
-    heads = modules[0].num_attention_heads
-    with torch.no_grad(), _outputs_of(modules) as base:
+    layers = _layers(model)
+    heads = model.config.num_attention_heads
+    with torch.no_grad(), _contexts(layers) as base:
         model(**inputs)
     moved = []
-    for i, module in enumerate(modules):
-        with torch.no_grad(), _outputs_of(modules) as shifted, _values_shifted(module, keys, shift):
+    for i, (values, features, _, occurrence) in enumerate(layers):
+        def shifted_values(output):
+            shifted = output.clone()
+            shifted[..., features] += keys[..., None].to(output.dtype) * shift
+            return shifted
+
+        with torch.no_grad(), _contexts(layers) as shifted, \
+                _hooks([(values.register_forward_hook, _on_call(occurrence, shifted_values))]):
             model(**inputs)
         b, t, c = base[i].shape
         delta = (shifted[i] - base[i]).abs().view(b, t, heads, c // heads).amax(-1)  # (B, T, H)
@@ -69,13 +100,20 @@ def value_influence(model, inputs: dict, keys: torch.Tensor, shift: float = SHIF
 
 
 def outputs_with_unit_values(model, inputs: dict) -> torch.Tensor:
-    """(L, B, T, C): every attention module's output with its value vectors replaced by ones: each entry is a row sum."""
-    modules = attention_modules(model)
-    handles = [m.value.register_forward_hook(lambda linear, args, output: torch.ones_like(output)) for m in modules]
-    try:
-        with torch.no_grad(), _outputs_of(modules) as outputs:
-            model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack(outputs).cpu()
+    """(L, B, T, C): every layer's context with its value vectors replaced by ones: each entry is a row sum."""
+    layers = _layers(model)
+
+    def ones(features):
+        def change(output):
+            replaced = output.clone()
+            replaced[..., features] = 1.0
+            return replaced
+        return change
+
+    # Every call of every value projection, a shared layer's too: each module hooked once.
+    distinct = {id(values): (values, features) for values, features, _, _ in layers}.values()
+    hooks = [(values.register_forward_hook, lambda module, args, output, change=ones(features): change(output))
+             for values, features in distinct]
+    with torch.no_grad(), _hooks(hooks), _contexts(layers) as contexts:
+        model(**inputs)
+    return torch.stack(contexts).cpu()

@@ -18,7 +18,7 @@ import inspect
 
 import pytest
 
-from bertspec import counterfeits
+from bertspec import counterfeits, scope
 from bertspec.evidence import Unread
 
 MODEL_FIXTURES = ("bert", "mlm")
@@ -100,6 +100,9 @@ def meta_test(namespace: dict):
                                                        "implementation": bert.attn_implementation}))
         if "mlm" in inspect.signature(claim).parameters and not bert.has_mlm_head:
             pytest.skip(f"{claim.__name__} needs an MLM head; {bert.source} has none")
+        reason = counterfeits.why_not(counterfeit, bert)
+        if reason:
+            pytest.skip(scope.not_applicable_reason(bert.anatomy.name, f"{counterfeit}: {reason}"))
         with counterfeits.REGISTRY[counterfeit](bert) as broken:
             assert_claim_fails(claim, broken, request, parameters)
 

@@ -8,20 +8,26 @@ summary values and, on request, the tensor itself.
 
 How each value is obtained, without editing transformers:
 
+* which modules to record is read from the family's anatomy (bertspec.anatomy):
+  BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA or ModernBERT, as the MLM class
+  or as the base model alone;
 * module outputs and LayerNorm inputs: forward hooks and pre-hooks;
 * the mask *as the self-attention module received it*: a pre-hook reading its
-  ``attention_mask`` argument (a tensor, or ``None`` when transformers skipped
-  building one);
+  mask argument (a tensor, or ``None`` when transformers skipped building one);
 * inside attention, a ``TorchFunctionMode`` is active only while the
   self-attention module runs. On the eager path it observes the score matrix
-  entering the ``scores + mask`` addition, the softmax input and output. On the
-  sdpa path the fused kernel hides them, so the mode observes the kernel's
-  arguments (q, k, v, mask, scale) and the tracer *derives* scores and
-  probabilities from them by the kernel's documented maths; such steps say
-  ``source="derived"``.
+  entering ``scores + mask`` (or DistilBERT's ``masked_fill`` on 4.57), the
+  softmax input and output. On the sdpa path the fused kernel hides them, so
+  the mode observes the kernel's arguments (q, k, v, mask, scale) and the
+  tracer *derives* scores and probabilities from them by the kernel's
+  documented maths; such steps say ``source="derived"``.
 
 Steps are recorded in execution order, which for BERT is post-LN order:
-``LayerNorm(x + sublayer(x))``.
+``LayerNorm(x + sublayer(x))``; the values inside attention are recorded when
+the self-attention module returns, so where that module applies its output
+projection itself (DistilBERT, ALBERT, ModernBERT) the projection's step comes
+first. ALBERT runs one shared layer num_hidden_layers times: its steps carry the
+occurrence, ``…albert_layers.0.attention@2:probs``.
 """
 
 import math
@@ -31,11 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-# Leaf modules whose output is a step of the forward pass in BERT-family models.
-OUTPUT_LEAVES = {
-    "word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm",
-    "query", "key", "value", "dense", "intermediate_act_fn", "transform_act_fn", "decoder",
-}
+from bertspec import anatomy as anatomies
+
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 
 
@@ -119,7 +122,7 @@ class _AttentionOps(TorchFunctionMode):
     def __init__(self, mask):
         super().__init__()
         self.mask = mask
-        self.scores = None  # left operand of `scores + mask`
+        self.scores = None  # the scores before the mask: left operand of `scores + mask`, or of masked_fill
         self.softmax = None  # (input, output)
         self.sdpa = None  # (args, kwargs) of scaled_dot_product_attention
 
@@ -133,19 +136,40 @@ class _AttentionOps(TorchFunctionMode):
             self.sdpa = (args, kwargs)
         elif name in ("add", "__add__") and self.mask is not None and len(args) == 2 and args[1] is self.mask:
             self.scores = args[0]
+        elif name == "masked_fill" and self.mask is not None and self.scores is None:
+            self.scores = args[0]  # DistilBERT on 4.57 hides padded keys with masked_fill, not an addition
         return out
 
 
-def mask_argument(args, kwargs):
-    """The attention_mask a self-attention module was called with (positional in 4.x, keyword in 5.x)."""
-    if "attention_mask" in kwargs:
-        return kwargs["attention_mask"]
-    return args[1] if len(args) > 1 else None
+def is_local(module) -> bool:
+    """Whether a self-attention module attends within a window (ModernBERT's local layers): 4.57 keeps
+    ``local_attention = (w/2, w/2)`` ((-1, -1) when global), 5.x ``sliding_window`` (None when global)."""
+    return getattr(module, "local_attention", (-1, -1)) != (-1, -1) or getattr(module, "sliding_window", None) is not None
+
+
+def mask_key(module, args, kwargs) -> str | int | None:
+    """Where a self-attention module's effective mask is: a keyword's name, a position, or None (no mask passed).
+
+    BERT, RoBERTa, ELECTRA and 5.x's DistilBERT and ModernBERT take ``attention_mask=``;
+    ALBERT passes it second, positionally; DistilBERT on 4.57 calls it ``mask=``;
+    ModernBERT on 4.57 passes every layer a ``sliding_window_mask`` too, which its
+    local layers use instead.
+    """
+    for name in (("sliding_window_mask",) if is_local(module) else ()) + ("attention_mask", "mask"):
+        if name in kwargs:
+            return name
+    return 1 if len(args) > 1 else None
+
+
+def mask_argument(module, args, kwargs):
+    """The mask a self-attention module was called with, as its attention uses it."""
+    key = mask_key(module, args, kwargs)
+    return None if key is None else kwargs[key] if isinstance(key, str) else args[key]
 
 
 def _sdpa_internals(args, kwargs):
     """Scores, masked scores and probabilities as F.scaled_dot_product_attention defines them."""
-    q, k = args[0], args[1]
+    q, k = kwargs.get("query", args[0] if args else None), kwargs.get("key", args[1] if len(args) > 1 else None)
     mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
     scale = kwargs.get("scale") or 1.0 / math.sqrt(q.shape[-1])
     scores = q @ k.transpose(-2, -1) * scale
@@ -156,10 +180,6 @@ def _sdpa_internals(args, kwargs):
     else:
         masked = scores + mask
     return scores, masked, torch.softmax(masked, dim=-1)
-
-
-def is_self_attention(module) -> bool:
-    return all(isinstance(getattr(module, n, None), torch.nn.Linear) for n in ("query", "key", "value"))
 
 
 class Tracer:
@@ -173,24 +193,36 @@ class Tracer:
     def __init__(self, model: torch.nn.Module, keep_tensors: bool = False):
         self.model = model
         self.keep_tensors = keep_tensors
+        self.anatomy = anatomies.of_model(model)
         self.trace = Trace()
         self._handles = []
+        self._shared = self.anatomy.shared_prefix(model)
+        self._calls: dict[str, int] = {}
 
     def record(self, name, value, source="observed"):
         self.trace.steps.append(summarize(name, value, self.keep_tensors, source))
 
     def __enter__(self):
         self._hook(self.model, pre=self._record_inputs)
-        for name, module in self.model.named_modules():
-            leaf = name.rsplit(".", 1)[-1]
-            if is_self_attention(module):
-                self._hook(module, pre=self._attention_pre(name), post=self._attention_post(name))
-            elif hasattr(module, "word_embeddings"):
-                self._hook(module, post=self._record_output(name))
-            elif leaf in OUTPUT_LEAVES:
-                pre = self._record_input(name) if leaf == "LayerNorm" else None
-                self._hook(module, pre=pre, post=self._record_output(name))
+        hooks = {"output": lambda n: (None, self._record_output(n)),
+                 "norm": lambda n: (self._record_input(n), self._record_output(n)),
+                 "attention": lambda n: (self._attention_pre(n), self._attention_post(n))}
+        for path, kind in self.anatomy.traced(self.model):
+            pre, post = hooks[kind](path)
+            module = self.model.get_submodule(path)
+            if self._shared is not None and path.startswith(self._shared):
+                self._hook(module, pre=self._count_call(path))
+            self._hook(module, pre=pre, post=post)
         return self
+
+    def _count_call(self, path):
+        def hook(module, args, kwargs):
+            self._calls[path] = self._calls.get(path, -1) + 1
+        return hook
+
+    def _name(self, path: str) -> str:
+        """The step name of a module: its path, and for a shared layer's modules the occurrence, path@k."""
+        return f"{path}@{self._calls[path]}" if path in self._calls else path
 
     def __exit__(self, *exc):
         for handle in self._handles:
@@ -204,31 +236,33 @@ class Tracer:
             self._handles.append(module.register_forward_hook(post, with_kwargs=True))
 
     def _record_inputs(self, module, args, kwargs):
+        self._calls.clear()  # a new forward pass: occurrences count from 0 again
         for key in MODEL_INPUTS:
             if kwargs.get(key) is not None:
                 self.record(key, kwargs[key])
 
-    def _record_input(self, name):
+    def _record_input(self, path):
         def hook(module, args, kwargs):
-            self.record(f"{name}:input", args[0] if args else kwargs["input"])
+            self.record(f"{self._name(path)}:input", args[0] if args else kwargs["input"])
         return hook
 
-    def _record_output(self, name):
+    def _record_output(self, path):
         def hook(module, args, kwargs, output):
-            self.record(name, output[0] if isinstance(output, tuple) else output)
+            self.record(self._name(path), output[0] if isinstance(output, tuple) else output)
         return hook
 
-    def _attention_pre(self, name):
+    def _attention_pre(self, path):
         def hook(module, args, kwargs):
-            mask = mask_argument(args, kwargs)
-            self.record(f"{name}:attention_mask", mask)
+            mask = mask_argument(module, args, kwargs)
+            self.record(f"{self._name(path)}:attention_mask", mask)
             module._bertspec_ops = _AttentionOps(mask).__enter__()
         return hook
 
-    def _attention_post(self, name):
+    def _attention_post(self, path):
         def hook(module, args, kwargs, output):
             ops = module.__dict__.pop("_bertspec_ops")
             ops.__exit__(None, None, None)
+            name = self._name(path)
             with torch.no_grad():
                 self._record_attention_internals(name, ops)
             self.record(name, output[0] if isinstance(output, tuple) else output)

@@ -20,7 +20,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUPPORTED_MODEL_TYPES = ("bert",)
+from bertspec import anatomy
+
 SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -76,9 +77,9 @@ def _read_config(folder: Path) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{folder}: config.json holds no JSON object; re-download or re-save the checkpoint")
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CheckpointError(f"{folder}: model_type is {model_type!r}, not one of {', '.join(SUPPORTED_MODEL_TYPES)}; "
-                              "pass a BERT checkpoint such as bert-base-chinese")
+    if anatomy.of_model_type(model_type) is None:
+        raise CheckpointError(f"{folder}: model_type is {model_type!r}, not one of the BERT family bertspec knows "
+                              f"({', '.join(sorted(anatomy.BY_MODEL_TYPE))}); pass such a checkpoint, e.g. bert-base-chinese")
     return config
 
 
@@ -161,6 +162,9 @@ def _normalised(name: str) -> str:
 def check_against_config(facts: CheckpointFacts) -> None:
     """Every tensor in the file has the shape the config implies; the tokenizer loads and fits the embedding table."""
     model = _model_on_meta_device(facts)
+    reason = anatomy.of_model_type(facts.model_type).unsupported(model.config)
+    if reason:
+        raise CheckpointError(f"{facts.folder}: {reason}; use a checkpoint of that layout")
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     prefix = model.base_model_prefix + "."
     shapes = facts.shapes or _torch_bin_shapes(facts.folder)
@@ -175,7 +179,7 @@ def check_against_config(facts: CheckpointFacts) -> None:
         missing = [k for k in base if k not in present and not k.endswith(("position_ids", "token_type_ids"))]
         if missing:
             raise CheckpointError(f"{facts.folder}: encoder weights missing ({missing[0]}, ... {len(missing)} in all); "
-                                  "this is not a complete BERT checkpoint")
+                                  "this is not a complete checkpoint")
     _check_tokenizer(facts, model.config.vocab_size)
 
 
@@ -196,7 +200,8 @@ def _torch_bin_shapes(folder: Path) -> dict:
 
 def _model_on_meta_device(facts: CheckpointFacts):
     import torch
-    from transformers import AutoConfig, BertForMaskedLM
+    import transformers
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(str(facts.folder))
@@ -204,7 +209,7 @@ def _model_on_meta_device(facts: CheckpointFacts):
         raise CheckpointError(f"{facts.folder}: config.json does not make a config ({type(err).__name__}: "
                               f"{first_line(err)}); re-save the checkpoint") from None
     with torch.device("meta"):
-        return BertForMaskedLM(config)
+        return getattr(transformers, anatomy.of_model_type(facts.model_type).mlm_class)(config)
 
 
 def _check_tokenizer(facts: CheckpointFacts, vocab_size: int) -> None:

@@ -27,6 +27,46 @@ MASK_FORM = {
     (5, "sdpa", "padded"): "bool [B, 1, T, T] {False, True}",
 }
 
+# Where another family's first layer gets a mask of another form (the rest as MASK_FORM).
+# DistilBERT 4.57 (modeling_distilbert.py): its eager MultiHeadSelfAttention takes the raw 2D mask as `mask=`
+#   and hides padded keys itself with masked_fill(mask == 0, finfo.min); its sdpa class gets None or [B, 1, T, T].
+# ModernBERT 4.57 (modeling_modernbert.py): _update_attention_mask always expands the 2D mask (never None), for
+#   eager and sdpa alike, and hands every layer a separate sliding_window_mask too (its local layers use that one).
+FAMILY_MASK_FORM = {
+    "distilbert": {
+        (4, "eager", "unpadded"): "int [B, T] {1}",
+        (4, "eager", "padded"): "int [B, T] {0, 1}",
+    },
+    "modernbert": {
+        (4, impl, padding): f"float [B, 1, T, T] {values}" for impl in ("eager", "sdpa")
+        for padding, values in (("unpadded", "{0.0}"), ("padded", "{0.0, finfo.min}"))
+    },
+}
+
+
+def mask_form(family: str) -> dict:
+    """MASK_FORM as the first layer of ``family`` receives it."""
+    return {**MASK_FORM, **FAMILY_MASK_FORM.get(family, {})}
+
+
+def takes_0_1_mask(family: str, attn_implementation: str) -> bool:
+    """Whether the family's attention receives the user's 0/1 mask and hides keys itself (no additive mask exists)."""
+    return mask_form(family).get((MAJOR, attn_implementation, "padded"), "").startswith("int")
+
+
+# DistilBERT's 4.57 eager attention computes q / sqrt(d) first, then q @ k^T (modeling_distilbert.py, MultiHeadSelfAttention):
+# the raw product q . k is never formed. 5.x's eager_attention_forward, like every other family's, multiplies first.
+SCALES_QUERY_FIRST = {(4, "distilbert")}
+
+# Families whose model turns the user's mask into the layers' one with BertModel's code (CUSTOM_MASKS holds its
+# readings): on 5.x every family goes through masking_utils; on 4.57 ALBERT, DistilBERT and ModernBERT have their own.
+SHARES_BERTS_MASK_CODE = {5: {"bert", "roberta", "distilbert", "albert", "electra"}, 4: {"bert", "roberta", "electra"}}
+
+
+# DistilBertForMaskedLM called with token_type_ids (it has no token types): 4.57's forward has no such
+# parameter (TypeError); 5.x's takes **kwargs and drops it unread (modeling_distilbert.py of each version).
+DISTILBERT_TOKEN_TYPE_IDS = {4: "TypeError", 5: "accepted and ignored"}
+
 # What BertModel does when attention_mask is not passed at all.
 # 4.57 BertModel.forward: `if attention_mask is None: attention_mask = torch.ones(...)`, then the usual path.
 # 5.x: the None goes to create_bidirectional_mask, which returns None (every key may be attended).

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR
+from bertspec import DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS
 from bertspec.__main__ import main as cli
 from bertspec.inputs import CHINESE
 
@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODES = {"pytest": [], "pytest -n 2": ["-n", "2"]}
 
 
-def _copy(base: Path, name: str, without=(), config=None) -> Path:
+def _copy(base: Path, name: str, without=(), config=None, source: Path = DEFAULT_MODEL_DIR) -> Path:
     folder = base / name
-    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    shutil.copytree(source, folder)
     for file in without:
         (folder / file).unlink()
     if config is not None:
@@ -37,8 +37,13 @@ def _copy(base: Path, name: str, without=(), config=None) -> Path:
     return folder
 
 
-def _config(**changes) -> str:
-    return json.dumps({**json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8")), **changes})
+def _config(source: Path = DEFAULT_MODEL_DIR, **changes) -> str:
+    return json.dumps({**json.loads((source / "config.json").read_text(encoding="utf-8")), **changes})
+
+
+def _grouped_albert(base: Path) -> Path:
+    albert = FAMILY_MODEL_DIRS["albert"]
+    return _copy(base, "albert-groups", config=_config(albert, num_hidden_groups=3), source=albert)
 
 
 def _truncated(base: Path) -> Path:
@@ -67,10 +72,16 @@ BROKEN = {
     "truncated weights": (_truncated, "truncated"),
     "shapes that do not match the config": (lambda base: _copy(base, "other-size", config=_config(hidden_size=32)),
                                             "but config.json implies"),
+    "an ALBERT whose layers come in groups": (_grouped_albert, "num_hidden_groups 3"),
 }
 BAD_OPTIONS = {
     "unknown implementation": (["--attn-implementation", "flash"], "flash"),
     "--device cuda without a GPU": (["--device", "cuda"], "no CUDA GPU"),
+}
+# pytest's alone: the trace command has no --family
+FAMILY_OPTIONS = {
+    "unknown family": (["--family", "gpt2"], "--family gpt2: not a valid value"),
+    "--family with --bert-model": (["--family", "roberta", "--bert-model", str(DEFAULT_MODEL_DIR)], "give one of the two"),
 }
 
 
@@ -87,14 +98,22 @@ def one_line(text: str) -> list[str]:
 def in_process_pytest(args, capsys) -> tuple[int, list[str]]:
     """Exit status and output lines of ``pytest spec/ ARGS``, run here: the options are refused while configuring."""
     capsys.readouterr()
-    status = pytest.main([*(() if any(a.startswith("spec/") for a in args) else ("spec/test_p1_errors.py",)),
-                          "-p", "no:cacheprovider", "-p", "no:randomly", *args])
+    import syrupy
+
+    # syrupy keeps the running session in a module global (syrupy._syrupy) that the inner session replaces: without
+    # it restored, this session's later test outcomes go to the inner one, and its skipped snapshots count as unused.
+    outer = getattr(syrupy, "_syrupy", None)
+    try:
+        status = pytest.main([*(() if any(a.startswith("spec/") for a in args) else ("spec/test_p1_errors.py",)),
+                              "-p", "no:cacheprovider", "-p", "no:randomly", *args])
+    finally:
+        syrupy._syrupy = outer
     out = capsys.readouterr()
     return int(status), one_line(out.out + out.err)
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("row", [*BROKEN, *BAD_OPTIONS])
+@pytest.mark.parametrize("row", [*BROKEN, *BAD_OPTIONS, *FAMILY_OPTIONS])
 def test_a_bad_checkpoint_or_option_stops_pytest_before_any_test_with_one_line_and_status_4(
         row, mode, broken, capsys, monkeypatch, evidence):
     """A missing, broken or foreign checkpoint, or an option with a wrong value, stops pytest before any test: one line naming the folder and the fix, exit status 4.
@@ -120,7 +139,7 @@ def test_a_bad_checkpoint_or_option_stops_pytest_before_any_test_with_one_line_a
     if row in BROKEN:
         args, expected = ["--bert-model", str(broken[row])], BROKEN[row][1]
     else:
-        args, expected = BAD_OPTIONS[row]
+        args, expected = {**BAD_OPTIONS, **FAMILY_OPTIONS}[row]
         if "cuda" in row and torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
     monkeypatch.chdir(ROOT)
@@ -164,6 +183,10 @@ TEXTS = {
     "empty text": ([""], 0, "tokens: [CLS] [SEP]"),
     "only unknown characters": ([chr(0x20000) * 3], 0, "note: no character of the text is in this vocabulary"),
     "typed special tokens": (["北京[PAD][SEP]是"], 0, "note: the text contains [PAD], [SEP]"),
+    "[MASK] for a tokenizer that writes <mask>": ([CHINESE.sentence, "--model", str(FAMILY_MODEL_DIRS["roberta"])], 0,
+                                                  "note: [MASK] is written <mask> in this tokenizer"),
+    "a family the reference does not spell out": ([CHINESE.sentence, "--model", str(FAMILY_MODEL_DIRS["albert"])], 0,
+                                                   "note: every step of ALBERT is traced; bertspec's from-scratch reference"),
 }
 
 
@@ -184,7 +207,9 @@ def test_the_trace_command_answers_bad_input_with_one_line(row, broken, capfd, e
     ``--bert-model``). Inputs that are valid but surprising run normally and say
     so in one note: a typed [PAD] is an ordinary token with attention_mask 1,
     not padding; a text of nothing but unknown characters is all [UNK]; an
-    empty text is [CLS] [SEP].
+    empty text is [CLS] [SEP]; on another family a typed [MASK] is read as the
+    tokenizer's own mask token (RoBERTa's <mask>), and the note says that the
+    from-scratch reference spells out BERT only.
 
     Claim ID: P1.2
     Question: What does the trace command say when the folder, an option or the text is wrong?
@@ -192,7 +217,8 @@ def test_the_trace_command_answers_bad_input_with_one_line(row, broken, capfd, e
     中文：python -m bertspec trace 对坏输入表的每一行都只给一行真实的话：指明 --model 的错误信息与退出码 2，或一行提示。
     原因：命令在导入 torch 之前检查目录，屏蔽各个库自己的警告（分词器的长度警告、加载报告），并写出用户实际输入的选项
     （--model，而不是 pytest 的 --bert-model）。合法但出人意料的输入照常运行，并用一行提示说明：手动输入的 [PAD] 是
-    attention_mask 为 1 的普通 token，不是 padding；全是未知字符的文本全是 [UNK]；空文本就是 [CLS] [SEP]。
+    attention_mask 为 1 的普通 token，不是 padding；全是未知字符的文本全是 [UNK]；空文本就是 [CLS] [SEP]；在其他家族上，输入的 [MASK]
+    按分词器自己的 mask token 读取（RoBERTa 的 <mask>），提示还说明从零实现的参考只写出了 BERT。
     """
     if row in BROKEN:
         args, status, expected = [CHINESE.sentence, "--model", str(broken[row])], 2, f"error: --model {broken[row]}"
@@ -239,7 +265,7 @@ def test_an_encoder_only_checkpoint_runs_the_encoder_claims_and_skips_the_head_c
     from bertspec import loading
 
     full = loading.load(None)
-    full.model.bert.save_pretrained(tmp_path / "encoder-only")
+    full.encoder.save_pretrained(tmp_path / "encoder-only")
     full.tokenizer.save_pretrained(tmp_path / "encoder-only")
     claims = ["spec/test_p2_attention_mask.py::test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask[eager]",
               "spec/test_p3_mlm_forward.py::test_the_decoder_maps_batch_seq_hidden_to_batch_seq_vocab_one_score_per_vocabulary_entry[eager]"]
@@ -300,7 +326,8 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     package-dir maps the repository's fixtures/ folder to it), the handbook's
     assets as package data, and ``bertspec`` as a console script. The wheel is
     built here without network (``--no-build-isolation``) and every file of the
-    bundled model must be in it byte for byte; CI installs it into a fresh
+    bundled model and of its family siblings (fixtures/family/) must be in it
+    byte for byte; CI installs it into a fresh
     environment and traces from another folder.
 
     Claim ID: P1.1
@@ -309,7 +336,7 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     中文：pip install . 构建的 wheel 包含自带模型、手册的样式与脚本，以及 bertspec 命令。
     原因：安装后的 bertspec 必须能在任何目录中 trace，而不需要源码目录：自带模型作为 bertspec.fixtures 随包发布（pyproject 的
     package-dir 把仓库的 fixtures/ 目录映射过去），手册资源作为 package data，bertspec 是一个命令行脚本。这里不联网地构建 wheel
-    （--no-build-isolation），自带模型的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
+    （--no-build-isolation），自带模型及其家族同类模型（fixtures/family/）的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
     """
     import zipfile
 
@@ -319,7 +346,8 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     (wheel,) = tmp_path.glob("bertspec-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        model = {f"bertspec/fixtures/default-model/{p.name}": p.read_bytes() for p in DEFAULT_MODEL_DIR.iterdir()}
+        model = {f"bertspec/fixtures/{p.relative_to(DEFAULT_MODEL_DIR.parent)}": p.read_bytes()
+                 for folder in (DEFAULT_MODEL_DIR, *FAMILY_MODEL_DIRS.values()) for p in folder.iterdir()}
         same = {name: name in names and archive.read(name) == data for name, data in model.items()}
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     evidence.table(wheel.name, ["file", "in the wheel, identical"], list(same.items()))

@@ -6,13 +6,14 @@ parametrizes the ``bert`` fixture). The batch is the plan's sentence beside a
 shorter one, right-padded, so row 1 ends in [PAD] positions.
 """
 
+import dataclasses
 import pytest
 import torch
 
-from bertspec import masks, probe, teeth, versions
+from bertspec import masks, probe, scope, teeth, versions
 from bertspec.figures import mask_path_figure
 from bertspec.inputs import pad_right
-from bertspec.modes import dropout_disabled, training
+from bertspec.modes import dropout_disabled, dropout_probabilities, training
 from bertspec.reference import additive_mask
 from bertspec.tolerances import TOL
 
@@ -52,6 +53,7 @@ def test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask(bert, ev
     然后原样传给每一层；对每个 query，它只允许二维 mask 为 1 的 key。证据按层列出收到的形式。
     """
     batch = padded_batch(bert)
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     trace, _ = bert.trace(batch)
     received = trace.all("attention_mask")
     b, t = batch.input_ids.shape
@@ -92,13 +94,14 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     b, t = batch.input_ids.shape
     observed = str(masks.form(trace.all("attention_mask")[0].tensor, b, t))
     key = (versions.MAJOR, bert.attn_implementation, padding)
+    known = versions.mask_form(bert.anatomy.family)
     evidence.table(f"observed on transformers {versions.VERSION}, {bert.attn_implementation}, {padding}",
-                   ["observed", "expected"], [(observed, versions.MASK_FORM.get(key, "—"))])
-    evidence.table("every version × implementation, as read in each version's code",
-                   *versions.table(versions.MASK_FORM, ["transformers", "attention", "input"], key))
-    if key not in versions.MASK_FORM:
+                   ["observed", "expected"], [(observed, known.get(key, "—"))])
+    evidence.table(f"every version × implementation, as read in each version's code ({bert.anatomy.name})",
+                   *versions.table(known, ["transformers", "attention", "input"], key))
+    if key not in known:
         pytest.skip(f"no reading of transformers {versions.VERSION}'s mask code yet; observed: {observed}")
-    assert observed == versions.MASK_FORM[key]
+    assert observed == known[key]
 
 
 @pytest.mark.counterfeits("mask_dropped", "mask_value_minus_infinity")
@@ -119,6 +122,7 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
     （保留位置为 -0.0，因为 (1-1)*min = -0.0）；5.x eager 用另一种方式得到相同数值（+0.0）；
     5.x sdpa 直接传布尔 mask，不经过该公式，证据中会注明这一点。
     """
+    scope.additive_mask(bert)
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
     received = trace.all("attention_mask")[0].tensor
@@ -162,6 +166,10 @@ def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert,
     """
     batch = unpadded_batch(bert)
     trace, _ = bert.trace(batch)
+    expected = versions.mask_form(bert.anatomy.family)[(versions.MAJOR, bert.attn_implementation, "unpadded")]
+    if expected.startswith("int"):
+        scope.differs(bert, f"on transformers {versions.VERSION} its eager attention receives the 0/1 mask itself and "
+                            "hides padded keys with masked_fill: no additive mask exists", scope.DISTILBERT_MASK)
     received = trace.all("attention_mask")[0].tensor
     all_zero = received.cpu() if received is not None else additive_mask(batch.attention_mask.cpu(), torch.float32)
     scores = trace.tensor(trace.all("scores")[0].name).cpu()
@@ -172,8 +180,9 @@ def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert,
                    [(origin, all_zero.numel(), bool(torch.signbit(all_zero).all()),
                      int((shifted.view(torch.int32) != scores.view(torch.int32)).sum()))],
                    derived=trace.all("scores")[0].source == "derived")
-    assert (received is None) == (versions.MASK_FORM[(versions.MAJOR, bert.attn_implementation, "unpadded")] == "None")
-    assert bool((all_zero == 0).all()) and bool(torch.signbit(all_zero).all())
+    assert (received is None) == (expected == "None")
+    assert bool((all_zero == 0).all())
+    assert bool(torch.signbit(all_zero).all()) == ("-0.0" in expected or expected == "None"), "(1 - mask) · min is -0.0"
     assert torch.equal(shifted.view(torch.int32), scores.view(torch.int32))
 
 
@@ -195,6 +204,7 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     按 float32 内核容差（bertspec.tolerances）比较。
     """
     batch = unpadded_batch(bert)
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     b, t = batch.input_ids.shape
     all_ones = bert.last_hidden(batch)
     with masks.layer_mask_replaced(bert.model, lambda mask, hidden: None):
@@ -235,6 +245,7 @@ def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
     sdpa 上表格显示的是 tracer 推导的概率。
     """
     batch = padded_batch(bert)
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     trace, _ = bert.trace(batch)
     pad = padded_keys(batch)
     probs = [trace.tensor(s.name).cpu() for s in trace.all("probs")]
@@ -312,6 +323,7 @@ def test_every_attention_row_sums_to_one(bert, evidence):
     表格另列出 trace 记录的概率的行和（sdpa 上为推导值）。
     """
     batch = padded_batch(bert)
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     trace, _ = bert.trace(batch)
     traced = torch.stack([trace.tensor(s.name).cpu().sum(-1) for s in trace.all("probs")])
     outputs = probe.outputs_with_unit_values(bert.model, batch.as_kwargs())
@@ -343,7 +355,7 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
     """
     batch = padded_batch(bert)
     pad = padded_keys(batch).to(batch.input_ids.device)
-    other = type(batch)(batch.input_ids.masked_fill(pad, bert.tokenizer.unk_token_id), batch.attention_mask, batch.token_type_ids)
+    other = dataclasses.replace(batch, input_ids=batch.input_ids.masked_fill(pad, bert.tokenizer.unk_token_id))
     with_pad, with_unk = bert.last_hidden(batch), bert.last_hidden(other)
     real = ~pad
     evidence.table("padded slots filled with [PAD] vs [UNK]", ["positions", "max |diff|"],
@@ -381,7 +393,7 @@ def test_train_and_eval_modes_hand_every_layer_the_same_mask(bert, evidence):
 def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     """In train mode the output changes only because of dropout: with every dropout at 0, train equals eval.
 
-    With dropout on (hidden and attention, p from the config) two train-mode
+    With dropout on (hidden and attention, p read from the dropout modules) two train-mode
     passes differ from eval; with every dropout probability set to 0 the
     train-mode pass reproduces eval exactly (eager) or within the float32
     kernel tolerance (sdpa).
@@ -390,7 +402,7 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     Question: Why does the output change in train mode?
     问题：为什么训练模式下输出会变？
     中文：训练模式下输出的变化只来自 dropout：把所有 dropout 设为 0 后，训练模式与推理模式输出相同。
-    原因：开启 dropout（hidden 与 attention，概率取自 config）时训练模式输出与推理模式不同；
+    原因：开启 dropout（hidden 与 attention，概率读自 dropout 模块）时训练模式输出与推理模式不同；
     把所有 dropout 概率设为 0 后，训练模式精确复现推理模式（eager），sdpa 在 float32 内核容差内相同。
     """
     batch = padded_batch(bert)
@@ -401,12 +413,12 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
         train_out = bert.last_hidden(batch)
         with dropout_disabled(bert.model):
             train_no_dropout = bert.last_hidden(batch)
-    p = (bert.config.hidden_dropout_prob, bert.config.attention_probs_dropout_prob)
+    p = dropout_probabilities(bert.model)
     evidence.table("max |train - eval| on real tokens", ["dropout", "max abs diff"],
-                   [(f"hidden {p[0]}, attention {p[1]}", (train_out - eval_out)[real].abs().max()),
+                   [(f"p in {sorted(p)}", (train_out - eval_out)[real].abs().max()),
                     ("all 0", (train_no_dropout - eval_out)[real].abs().max())])
     torch.testing.assert_close(train_no_dropout[real], eval_out[real], **kernel_tolerance(bert))
-    if max(p) > 0:
+    if max(p, default=0) > 0:
         assert (train_out - eval_out)[real].abs().max() > 1e-3, "dropout is on but train mode changed nothing"
 
 
@@ -467,6 +479,7 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
     tracer 推导的概率）。只有 [PAD] key 被隐藏。
     """
     batch = unpadded_batch(bert)
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     (mask_pos,) = batch.positions(bert.tokenizer.mask_token_id)
     trace, _ = bert.trace(batch)
     b, t = batch.input_ids.shape
@@ -543,7 +556,7 @@ def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editi
 
     from bertspec.trace import Tracer
 
-    source = Path(inspect.getsourcefile(type(bert.model.bert)))
+    source = Path(inspect.getsourcefile(type(bert.encoder)))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     batch = padded_batch(bert)
     with Tracer(bert.model, keep_tensors=False) as tracer:
@@ -555,7 +568,7 @@ def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editi
     evidence.table("the plan's places, per layer", ["place", "layers recorded", "shape", "source"],
                    [(q, len(steps), steps[0].shape, steps[0].source) for q, steps in found.items()])
     evidence.table("transformers left as installed", ["forward methods are the classes' own", "hooks left after",
-                                                      "modeling_bert.py sha256 before = after"],
+                                                      f"{source.name} sha256 before = after"],
                    [(own, left, digest == hashlib.sha256(source.read_bytes()).hexdigest())])
     assert all(len(steps) == bert.config.num_hidden_layers for steps in found.values())
     assert all(s.shape is not None for steps in found.values() for s in steps)

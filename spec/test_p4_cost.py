@@ -29,13 +29,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bertspec import cost, loading, masks
+from bertspec import anatomy, cost, loading, masks
 from bertspec.checkpoints import BERT_BASE_CHINESE
 from bertspec.figures import ratio_figure
 from bertspec.inputs import Batch
 from bertspec.reference import additive_mask, from_model
 from bertspec.tolerances import TOL
-from bertspec.trace import mask_argument, is_self_attention, trace_forward
+from bertspec.trace import mask_argument, trace_forward
 
 SEED = 0
 IMPLEMENTATIONS = ("eager", "sdpa")
@@ -293,10 +293,10 @@ class _Reached(Exception):
 
 def first_attention_inputs(model, batch: Batch):
     """(hidden states, mask) that the first self-attention module receives; the encoder itself never runs."""
-    first = next(m for m in model.modules() if is_self_attention(m))
+    (_, first), *_ = anatomy.of_model(model).self_attention_modules(model)
 
     def stop(module, args, kwargs):
-        raise _Reached(args[0] if args else kwargs["hidden_states"], mask_argument(args, kwargs))
+        raise _Reached(args[0] if args else kwargs["hidden_states"], mask_argument(module, args, kwargs))
 
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
     try:

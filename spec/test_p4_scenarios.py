@@ -15,12 +15,12 @@ import pytest
 import torch
 import transformers
 
-from bertspec import loading, masks, probe, teeth, versions
-from bertspec.loading import last_hidden_state
+from bertspec import counterfeits, loading, masks, probe, scope, teeth, versions
 from bertspec.counterfeits import mask_value_minus_infinity
+from bertspec.loading import last_hidden_state
 from bertspec.figures import heatmap
 from bertspec.inputs import Batch, encode, texts_for
-from bertspec.modes import training
+from bertspec.modes import dropout_probabilities, training
 from bertspec.tolerances import TOL
 from bertspec.trace import trace_forward
 
@@ -74,11 +74,12 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     value 会改变每一层、每个头中片段 B 每个 query 的输出——较短句子对之后的 padding 与单句时一样被屏蔽。
     （只有一种 token type 的 checkpoint 处处被喂入类型 0；原因见下一条断言。）
     """
+    scope.token_types(bert)
     tok = bert.tokenizer
     (first, second), short = bert.texts.pair, bert.texts.short
     batch = bert.encode([first, short], text_pairs=[second, short])
-    types = tok([first, short], [second, short], padding=True, return_tensors="pt")["token_type_ids"]
-    single = tok(first, return_tensors="pt")
+    types = tok([first, short], [second, short], padding=True, return_tensors="pt", return_token_type_ids=True)["token_type_ids"]
+    single = tok(first, return_tensors="pt", return_token_type_ids=True)
     a, b = tok.tokenize(first), tok.tokenize(second)
     tokens = bert.tokens(batch)
     am = batch.attention_mask.cpu()
@@ -86,7 +87,11 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
                    [(j, tokens[j], int(types[0, j]), int(am[0, j])) for j in range(len(tokens))])
     evidence.table("row 1: a shorter pair, padded", ["position", "token", "token_type_ids", "attention_mask"],
                    [(j, t, int(types[1, j]), int(am[1, j])) for j, t in enumerate(bert.tokens(batch, 1))])
-    assert tokens == ["[CLS]", *a, "[SEP]", *b, "[SEP]"]
+    bert_layout = [tok.cls_token, *a, tok.sep_token, *b, tok.sep_token]
+    if tokens != bert_layout and bert.anatomy.family == "roberta":
+        scope.differs(bert, "RoBERTa's own tokenizer writes a pair <s> A </s></s> B </s>, every token type 0",
+                      scope.ROBERTA_POSITIONS)
+    assert tokens == bert_layout
     assert not bool(am[1].all()), "the shorter pair is padded"
     for row in range(2):
         first_sep, last_sep = batch.positions(tok.sep_token_id, row)
@@ -123,8 +128,9 @@ def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transforme
     checkpoint（type_vocab_size 为 1，如 RoBERTa 风格的模型）没有第 1 行：查表在嵌入层深处失败，报 "index out of range in self"。
     这类 checkpoint 的用户处处传类型 0（spec 的 encode 就这样做）；本断言按观察结果展示两种情况。
     """
+    scope.token_types(bert)
     tok = bert.tokenizer
-    enc = tok(*bert.texts.pair, return_tensors="pt").to(bert.device)
+    enc = tok(*bert.texts.pair, return_tensors="pt", return_token_type_ids=True).to(bert.device)
     types = int(enc["token_type_ids"].max()) + 1
     if bert.config.type_vocab_size >= types:
         with torch.no_grad():
@@ -158,20 +164,22 @@ def test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b(ber
     测试根据 [SEP] 位置推出每个位置所属片段，检查 trace 到的类型嵌入恰好是表中对应行，LayerNorm 的输入恰好是三者之和。
     单句各处都加第 0 行，这不是"什么都不加"：第 0 行也是学到的向量。
     """
+    a = bert.anatomy
+    scope.token_types(bert)
     if bert.config.type_vocab_size < 2:
         pytest.skip("type_vocab_size is 1: one token-type row, added at every position of both segments")
     batch = bert.encode(*bert.texts.pair)
     trace, _ = bert.trace(batch)
-    table = bert.model.bert.embeddings.token_type_embeddings.weight.detach()
+    table = bert.module(a.token_type_embeddings).weight.detach()
     first_sep = batch.positions(bert.tokenizer.sep_token_id)[0]
     segment = (torch.arange(batch.input_ids.shape[1], device=table.device) > first_sep).long()
-    added = trace.tensor("bert.embeddings.token_type_embeddings")[0]
-    parts = [trace.tensor(f"bert.embeddings.{name}") for name in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
+    added = trace.tensor(a.token_type_embeddings)[0]
+    parts = [trace.tensor(path) for path in (a.word_embeddings, a.token_type_embeddings, a.position_embeddings)]
     evidence.table("token_type_embeddings", ["row", "used at positions", "norm"],
                    [(r, (segment == r).nonzero().flatten().tolist(), table[r].norm()) for r in range(2)])
     evidence.table("segment B minus segment A rows", ["max |row 1 - row 0|"], [((table[1] - table[0]).abs().max(),)])
     assert torch.equal(added, table[segment])
-    assert torch.equal(trace.tensor("bert.embeddings.LayerNorm:input"), (parts[0] + parts[1]) + parts[2])
+    assert torch.equal(trace.tensor(f"{a.embedding_norm}:input"), (parts[0] + parts[1]) + parts[2])
 
 
 # ---- P4.1b different lengths in one batch ----
@@ -198,7 +206,7 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     texts = [bert.texts.sentence, bert.texts.short]
     batch = bert.encode(texts)
     trace, _ = bert.trace(batch)
-    together = trace.tensor(f"bert.encoder.layer.{bert.config.num_hidden_layers - 1}.output.LayerNorm")
+    together = trace.tensor(bert.anatomy.sequence_output_step(bert.config.num_hidden_layers))
     pad = batch.attention_mask[1].cpu() == 0
     probs = trace.tensor(trace.all("probs")[0].name)[1, 0].cpu()
     evidence.figure("layer 0, head 0, row 1 (the shorter sentence)",
@@ -239,6 +247,7 @@ def test_left_padding_shifts_positions_unless_position_ids_count_only_real_token
     每个真实 token 的位置嵌入都变了，输出变化是 O(1) 量级。传入只数真实 token 的位置（cumsum(mask) - 1，padding 截为 0），
     真实 token 恢复原来的位置，输出在 float32 内核容差内等于单独运行的结果。右侧 padding 不需要这样做：真实 token 在前。
     """
+    scope.positions_from_zero(bert)
     batch = bert.encode([bert.texts.sentence, bert.texts.short], padding_side="left")
     alone = last_hidden_state(bert.model, bert.encode(bert.texts.short))[0]
     n = alone.shape[0]
@@ -284,7 +293,7 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
 
     def logits(input_ids):
         with torch.no_grad():
-            return mlm.model(input_ids=input_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids).logits[0]
+            return mlm.model(**{**batch.as_kwargs(), "input_ids": input_ids}).logits[0]
 
     one_pass = logits(batch.input_ids)
     rows = []
@@ -327,6 +336,7 @@ def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero
     """
     tok = bert.tokenizer
     batch = bert.example()
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     ids, am = batch.input_ids.cpu(), batch.attention_mask.cpu()
     lengths = am.sum(1).tolist()
     trace, _ = bert.trace(batch)
@@ -403,7 +413,7 @@ def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_pa
     保存的 checkpoint 中可以是任何值（证据中列出本模型的值）。真实 token 本来就看不到它：把 [PAD] 行换成一个很大的随机向量，
     padding 位置自身的输出会变，但每个真实 token 的输出不变，因为 [PAD] key 的概率为 0。
     """
-    words = bert.model.bert.embeddings.word_embeddings
+    words = bert.word_embeddings
     pad_id = bert.tokenizer.pad_token_id
     batch = bert.example()
     pad = batch.attention_mask == 0
@@ -440,7 +450,8 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
 
     An additive mask puts finfo.min on every key of the row; score + finfo.min
     rounds to finfo.min itself, so all entries are equal and softmax gives each
-    key exactly 1/T: the context is the mean of the values. This is why the mask
+    key exactly 1/T: the context is the mean of the values (compared after the
+    layer's output projection, which every family records). This is why the mask
     is finfo.min and not -inf: with -inf in its place eager attention computes
     softmax of a row of -inf, 0/0, and every logit is NaN (checked). Where
     transformers passes sdpa a boolean mask (5.x), torch's fused kernel returns
@@ -453,35 +464,41 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
     问题：一整行都是 padding 时会出现 NaN 吗？
     中文：所有位置都是 padding 时模型仍给出有限输出：加性 mask 下注意力是均匀的，布尔 mask 下上下文为零。
     原因：加性 mask 在该行每个 key 上加 finfo.min；score + finfo.min 舍入后就是 finfo.min，所有元素相等，softmax 给每个 key
-    严格的 1/T，上下文是 value 的平均。这就是 mask 用 finfo.min 而不用 -inf 的原因：换成 -inf 后 eager 对一整行 -inf 做 softmax
+    严格的 1/T，上下文是 value 的平均（在该层输出投影之后比较）。这就是 mask 用 finfo.min 而不用 -inf 的原因：换成 -inf 后 eager 对一整行 -inf 做 softmax
     （0/0），所有 logits 都是 NaN（已检查）。transformers 5.x 给 sdpa 传布尔 mask 时，torch 的融合内核对没有可见 key 的行返回
     零上下文（按其文档中的参考公式填 -inf 会得到 NaN）；证据显示它对 -inf 浮点 mask 也是如此。两种情况下 logits 中都没有 NaN。
     """
     encoded = bert.example(padded=False)
-    batch = Batch(encoded.input_ids, torch.zeros_like(encoded.attention_mask), encoded.token_type_ids)
+    batch = bert.batch(encoded.input_ids, torch.zeros_like(encoded.attention_mask))
     trace, output = bert.trace(batch)
     t = batch.input_ids.shape[1]
     received = trace.all("attention_mask")[0].tensor
     boolean = received is not None and received.dtype == torch.bool
+    a = bert.anatomy
     rows = []
     for layer in range(bert.config.num_hidden_layers):
-        prefix = f"bert.encoder.layer.{layer}.attention.self"
-        context, values = trace.tensor(prefix), trace.tensor(f"{prefix}.value")
-        expected = torch.zeros_like(context) if boolean else values.mean(1, keepdim=True).expand_as(context)
-        rows.append((layer, (context - expected).abs().max()))
-        torch.testing.assert_close(context, expected, **(TOL["exact"] if boolean else TOL["float32_kernels"]))
+        values = bert.traced_values(trace, layer)
+        expected = bert.projected(layer, torch.zeros_like(values) if boolean else values.mean(1, keepdim=True).expand_as(values))
+        projected = trace.tensor(a.step(layer, a.attention_output))
+        rows.append((layer, (projected - expected).abs().max()))
+        torch.testing.assert_close(projected, expected, **(TOL["exact"] if boolean else TOL["float32_kernels"]))
         if not boolean:
-            assert bool((trace.tensor(f"{prefix}:scores+mask") == torch.finfo(torch.float32).min).all())
-            probs = trace.tensor(f"{prefix}:probs")
+            assert bool((trace.tensor(a.attention_step(layer, "scores+mask")) == torch.finfo(torch.float32).min).all())
+            probs = trace.tensor(a.attention_step(layer, "probs"))
             assert torch.equal(probs, torch.full_like(probs, 1 / t)), "every key gets exactly 1/T"
-    with mask_value_minus_infinity(bert), torch.no_grad():
-        with_minus_inf = bert.model(**batch.as_kwargs()).logits
+    # Where attention hides keys with masked_fill itself, no -inf can be handed to it (counterfeits.why_not says why).
+    no_minus_inf = counterfeits.why_not("mask_value_minus_infinity", bert)
+    with_minus_inf = None
+    if no_minus_inf is None:
+        with mask_value_minus_infinity(bert), torch.no_grad():
+            with_minus_inf = bert.model(**batch.as_kwargs()).logits
     evidence.table("all padded", ["layer mask", "T", "expected context", "logits finite", "logits NaN with -inf for finfo.min"],
                    [(masks.form(received, 1, t), t, "0 (fused kernel)" if boolean else "mean of V (probabilities 1/T)",
-                     bool(torch.isfinite(output.logits).all()), bool(torch.isnan(with_minus_inf).all()))])
-    evidence.table("attention output vs expected", ["layer", "max |diff|"], rows)
+                     bool(torch.isfinite(output.logits).all()),
+                     no_minus_inf or bool(torch.isnan(with_minus_inf).all()))])
+    evidence.table("attention output projection vs the projection of the expected context", ["layer", "max |diff|"], rows)
     assert bool(torch.isfinite(output.logits).all())
-    if bert.attn_implementation == "eager":
+    if bert.attn_implementation == "eager" and with_minus_inf is not None:
         assert bool(torch.isnan(with_minus_inf).all()), "a row of -inf should give NaN: softmax is 0/0"
 
 
@@ -523,26 +540,26 @@ def test_a_single_token_attends_to_itself_with_probability_exactly_one(bert, evi
     """A one-token input ([CLS] alone) runs, and its only query gives its only key probability exactly 1.0 in every layer.
 
     softmax over one entry is exp(0) / exp(0) = 1 exactly, so the attention
-    output is that token's own value vector. Nothing in BERT needs a second
+    output is that token's own value vector (compared after the layer's output
+    projection, which every family records). Nothing in BERT needs a second
     token.
 
     Claim ID: P4.2c
     Question: Does BERT work on an input of a single token?
     问题：只有一个 token 的输入，BERT 也能处理吗？
     中文：只有一个 token（单独的 [CLS]）的输入也能运行，它唯一的 query 在每一层都给唯一的 key 严格为 1.0 的概率。
-    原因：只有一个元素的 softmax 是 exp(0)/exp(0) = 1，精确成立，因此注意力输出就是该 token 自己的 value 向量。BERT 不需要第二个 token。
+    原因：只有一个元素的 softmax 是 exp(0)/exp(0) = 1，精确成立，因此注意力输出就是该 token 自己的 value 向量（在该层的输出投影之后比较，每个家族都记录这一步）。BERT 不需要第二个 token。
     """
-    ids = torch.tensor([[bert.tokenizer.cls_token_id]], device=bert.device)
-    batch = Batch(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    a = bert.anatomy
+    batch = bert.batch(torch.tensor([[bert.tokenizer.cls_token_id]], device=bert.device))
     trace, output = bert.trace(batch)
     probs = stacked(trace)
     rows = []
     for layer in range(bert.config.num_hidden_layers):
-        prefix = f"bert.encoder.layer.{layer}.attention.self"
-        context, value = trace.tensor(prefix), trace.tensor(f"{prefix}.value")
-        rows.append((layer, trace.tensor(f"{prefix}:probs").flatten().tolist(), (context - value).abs().max()))
-        torch.testing.assert_close(context, value, **TOL["exact"])
-    evidence.table("[CLS] alone", ["layer", "probability per head", "max |attention output - value|"], rows)
+        projected, expected = trace.tensor(a.step(layer, a.attention_output)), bert.projected(layer, bert.traced_values(trace, layer))
+        rows.append((layer, trace.tensor(a.attention_step(layer, "probs")).flatten().tolist(), (projected - expected).abs().max()))
+        torch.testing.assert_close(projected, expected, **TOL["exact"])
+    evidence.table("[CLS] alone", ["layer", "probability per head", "max |attention output - projection of its value|"], rows)
     assert torch.equal(probs, torch.ones_like(probs))
     assert output.logits.shape[:2] == (1, 1) and bool(torch.isfinite(output.logits).all())
 
@@ -565,7 +582,7 @@ def test_an_empty_string_is_encoded_as_cls_sep_and_runs_like_any_input(bert, evi
     probs = stacked(trace)
     evidence.table("encoded", ["tokens", "attention_mask", "logits shape", "min probability"],
                    [(bert.tokens(batch), batch.attention_mask[0].tolist(), tuple(output.logits.shape), probs.min())])
-    assert bert.tokens(batch) == ["[CLS]", "[SEP]"] and bool(batch.attention_mask.all())
+    assert bert.tokens(batch) == [bert.tokenizer.cls_token, bert.tokenizer.sep_token] and bool(batch.attention_mask.all())
     assert bool(torch.isfinite(output.logits).all()) and bool((probs > 0).all())
     torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[:-1]), **TOL["prob_sum"])
 
@@ -589,13 +606,17 @@ def test_transformers_itself_fails_on_an_over_long_input_with_an_error_that_neve
     随后的 expand 或加法因张量尺寸不符而失败（RuntimeError）；显式传入位置时查表本身失败，报"index out of range"（IndexError）。
     这些信息都没说出原因，所以工具包先数 token 并明确说"too long"（见 P1 章）。证据中列出所装版本的报错信息。
     """
+    if bert.anatomy.position_embeddings is None:
+        scope.differs(bert, "it has no position table to run past (rotary positions); the toolkit still refuses inputs "
+                            "longer than max_position_embeddings, the length it was trained for", scope.MODERNBERT_ROTARY)
     n = bert.config.max_position_embeddings + 1
-    enc = bert.tokenizer("字" * (n - 2), return_tensors="pt", return_token_type_ids=True).to(bert.device)
+    enc = bert.tokenizer("字" * (n - 2), return_tensors="pt", return_token_type_ids=bert.typed).to(bert.device)
     calls = {
         "input_ids only": dict(input_ids=enc["input_ids"]),
         "as tokenized (ids, mask, token types)": dict(enc),
-        "with position_ids 0..n-1": dict(enc, position_ids=torch.arange(n, device=bert.device)[None]),
     }
+    if scope.takes_position_ids(bert):
+        calls["with position_ids 0..n-1"] = dict(enc, position_ids=torch.arange(n, device=bert.device)[None])
     rows = []
     for call, kwargs in calls.items():
         with pytest.raises((RuntimeError, IndexError)) as err, torch.no_grad():
@@ -859,7 +880,7 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
     first, second = last_hidden_state(bert.model, batch), last_hidden_state(bert.model, batch)
     with torch.random.fork_rng():
         seeded, reseeded, other_seed = train_pass(0), train_pass(0), train_pass(1)
-    p = max(bert.config.hidden_dropout_prob, bert.config.attention_probs_dropout_prob)
+    p = max(dropout_probabilities(bert.model), default=0)
     evidence.table("last hidden state, real tokens", ["pair", "max |diff|"],
                    [("eval vs eval", (first - second)[real].abs().max()),
                     ("train seed 0 vs seed 0", (seeded - reseeded)[real].abs().max()),

@@ -14,13 +14,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from bertspec import browser, claims, counterfeits, handbook, knowledge, masks, versions
-from bertspec.inputs import texts_for
+from bertspec import browser, claims, counterfeits, handbook, knowledge, masks, scope, versions
+from bertspec.modes import dropout_probabilities
 from bertspec.tolerances import TOL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,15 +103,6 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
         assert fact in page
 
 
-def fake_report(claim: claims.Discovered, param: str = "") -> SimpleNamespace:
-    """A passed test report for a claim, as bertspec.handbook.attach would fill it, without running the claim."""
-    record = {"function": claim.function, "path": claim.path, "line": claim.line, "param": param, "doc": claim.doc,
-              "evidence": [{"kind": "text", "title": "evidence", "text": "…"}], "counterfeits": list(claim.counterfeits),
-              "benchmark": False, "teeth": None}
-    return SimpleNamespace(bertspec=record, nodeid=f"{claim.path}::{claim.function}", when="call", outcome="passed",
-                           passed=True, failed=False, skipped=False, longrepr=None, longreprtext="")
-
-
 def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_languages(settings, request, evidence):
     """Every claim in spec/ renders as a handbook section: its question and answer in Chinese and English, under its stable anchor.
 
@@ -135,7 +125,7 @@ def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_l
     discovered = claims.discover(SPEC)
     collector = handbook.Collector()
     for claim in discovered.values():
-        collector.add(fake_report(claim))
+        collector.add(handbook.synthetic_report(claim))
     page = handbook.Page(collector, settings, request.config).html()
     found = sections(page)
     rows = []
@@ -199,6 +189,7 @@ def test_the_interactive_attention_view_holds_exactly_the_probabilities_the_mode
     测试检查每个 [PAD] key 为 0、每个真实 key 为正并在舍入范围内。与 bertviz 不同，视图离线可用并标出 padding。
     """
     batch = bert.example()
+    scope.attends_globally(bert, batch.input_ids.shape[1])
     trace, _ = bert.trace(batch)
     probs = torch.stack([trace.tensor(s.name).cpu() for s in trace.all("probs")])  # (L, B, H, T, T)
     padded = (batch.attention_mask.cpu() == 0).tolist()
@@ -304,43 +295,45 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
 
 # ---- P5.2a the toolkit ----
 
-def test_the_tracer_records_mask_scores_and_probabilities_in_a_bert_class_it_was_not_written_for(settings, evidence):
-    """The tracer records the mask, scores and probabilities of every layer in BertModel as well as in BertForMaskedLM.
+def test_the_tracer_records_mask_scores_and_probabilities_in_a_bert_class_it_was_not_written_for(bert, as_class, evidence):
+    """The tracer records the mask, scores and probabilities of every layer in the bare encoder (BertModel) as well as in BertForMaskedLM.
 
-    The toolkit recognises self-attention by its modules (query, key, value),
-    not by the class it was written against, so it traces any BERT model a
-    user builds from the checkpoint — here the bare encoder, BertModel — and
-    its step names are that model's own module paths (``encoder.layer.0…``
-    without the ``bert.`` prefix).
+    The toolkit finds each role through the family's anatomy (bertspec.anatomy),
+    trying each path with and without the base model's prefix, not through the
+    class it was written against, so it traces the encoder a user builds from
+    the checkpoint — BertModel, RobertaModel, … — and its step names are that
+    model's own module paths (``encoder.layer.0…`` without the ``bert.`` prefix).
 
     Claim ID: P5.2a
     Question: Can I use the tracer on my own BERT model, not just BertForMaskedLM?
     问题：tracer 能用在我自己的 BERT 模型上，而不只是 BertForMaskedLM 吗？
-    中文：tracer 在 BertModel 中也能记录每一层的 mask、分数与概率，就像在 BertForMaskedLM 中一样。
-    原因：工具包按模块（query、key、value）识别 self-attention，而不依赖它针对的类，因此能 trace 用户从 checkpoint 构建的任何
-    BERT 模型——这里是裸的 encoder BertModel——步骤名就是该模型自己的模块路径（encoder.layer.0…，没有 bert. 前缀）。
+    中文：tracer 在裸的 encoder（BertModel）中也能记录每一层的 mask、分数与概率，就像在 BertForMaskedLM 中一样。
+    原因：工具包通过家族的 anatomy（bertspec.anatomy）找到每个角色，每条路径都带或不带基础模型的前缀各试一次，而不依赖它针对的类，
+    因此能 trace 用户从 checkpoint 构建的 encoder——BertModel、RobertaModel……——步骤名就是该模型自己的模块路径（encoder.layer.0…，没有 bert. 前缀）。
     """
-    from transformers import BertModel
-
-    from bertspec import DEFAULT_MODEL_DIR
     from bertspec.trace import trace_forward
-    from bertspec.validate import load_tokenizer
 
-    folder = settings.model_path or DEFAULT_MODEL_DIR
-    model = BertModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
-    tokenizer = load_tokenizer(folder)
-    texts = texts_for(tokenizer)
-    inputs = tokenizer([texts.sentence, texts.short], padding=True, return_tensors="pt")
-    trace, _ = trace_forward(model, **inputs)
+    a = bert.anatomy
+    base_class = type(bert.encoder).__name__
+    model = as_class(base_class, bert.attn_implementation).model
+    trace, _ = trace_forward(model, **bert.example().as_kwargs())
     n = model.config.num_hidden_layers
     counts = {q: len(trace.all(q)) for q in ("attention_mask", "scores", "scores+mask", "probs")}
-    evidence.table("BertModel traced", ["quantity", "steps", "first step"], [(q, c, trace.all(q)[0].name) for q, c in counts.items()])
+    evidence.table(f"{base_class} traced", ["quantity", "steps", "first step"],
+                   [(q, c, trace.all(q)[0].name) for q, c in counts.items()])
     assert counts == dict.fromkeys(counts, n)
-    assert trace.all("probs")[0].name == "encoder.layer.0.attention.self:probs"
+    assert trace.all("probs")[0].name == a.attention_step(0, "probs").removeprefix(f"{a.base}.")
     assert trace.all("attention_mask")[0].shape is not None, "a padded batch reaches the layers with a mask"
 
 
 # ---- P5.2b the quick reference ----
+
+def outside_layers_or_in_the_first(a, step: str) -> bool:
+    """Whether a step is outside the layers, or layer 0's (ALBERT's shared layer: its first occurrence, @0)."""
+    if not step.startswith(f"{a.layers}."):
+        return True
+    return step.startswith(f"{a.layer(0)}.") and (not a.shared_layer or "@0" in step)
+
 
 def test_the_quick_reference_card_is_read_off_the_model_under_test(bert, evidence):
     """The quick-reference card gives, for the model under test, every step's shape from a real trace, the formulas, the special ids and the defaults.
@@ -361,7 +354,7 @@ def test_the_quick_reference_card_is_read_off_the_model_under_test(bert, evidenc
     config, tok = bert.config, bert.tokenizer
     single, padded = bert.example(padded=False), bert.example()
     trace, _ = bert.trace(single)
-    layer0 = [s for s in trace if ".layer." not in s.name or ".layer.0." in s.name]
+    layer0 = [s for s in trace if outside_layers_or_in_the_first(bert.anatomy, s.name)]
     evidence.table(f"shapes at every step (B = 1, T = {single.input_ids.shape[1]}; layer 0 stands for all "
                    f"{config.num_hidden_layers})", ["step", "shape", "dtype"], [(s.name, s.shape, s.dtype) for s in layer0])
     observed = {}
@@ -369,23 +362,25 @@ def test_the_quick_reference_card_is_read_off_the_model_under_test(bert, evidenc
         received = bert.trace(batch)[0].all("attention_mask")[0].tensor
         observed[padding] = str(masks.form(received, *batch.input_ids.shape))
     evidence.table("the 2D attention_mask → what each layer receives",
-                   *versions.table(versions.MASK_FORM, ["transformers", "attention", "input"],
+                   *versions.table(versions.mask_form(bert.anatomy.family), ["transformers", "attention", "input"],
                                    *[(versions.MAJOR, bert.attn_implementation, padding) for padding in observed]))
     evidence.table("formulas", ["what", "formula"], FORMULAS)
     specials = {name: tok.convert_tokens_to_ids(getattr(tok, f"{name}_token")) for name in ("pad", "unk", "cls", "sep", "mask")}
     evidence.table("special tokens", ["token", "id"], [(getattr(tok, f"{n}_token"), i) for n, i in specials.items()])
-    defaults = {k: getattr(config, k) for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
+    defaults = {k: getattr(config, k, "—") for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size",
                                                 "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act",
-                                                "layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob")}
-    evidence.table("the defaults that matter (config.json)", ["setting", "value"], list(defaults.items()))
+                                                "layer_norm_eps")}
+    defaults["dropout in train mode (every module's p)"] = sorted(dropout_probabilities(bert.model))
+    evidence.table("the defaults that matter (config.json, and the model's dropout modules)", ["setting", "value"],
+                   list(defaults.items()))
     t, h = single.input_ids.shape[1], config.hidden_size
-    assert trace["bert.embeddings"].shape == (1, t, h)
+    assert trace[bert.anatomy.embedding_output].shape == (1, t, h)
     assert trace.all("probs")[0].shape == (1, config.num_attention_heads, t, t)
-    assert trace["cls.predictions.decoder"].shape == (1, t, config.vocab_size)
+    assert trace[bert.anatomy.decoder].shape == (1, t, config.vocab_size)
     assert specials == {"pad": tok.pad_token_id, "unk": tok.unk_token_id, "cls": tok.cls_token_id,
                         "sep": tok.sep_token_id, "mask": tok.mask_token_id}
     for padding, form in observed.items():
-        assert versions.MASK_FORM.get((versions.MAJOR, bert.attn_implementation, padding), form) == form, padding
+        assert versions.mask_form(bert.anatomy.family).get((versions.MAJOR, bert.attn_implementation, padding), form) == form, padding
 
 
 FORMULAS = [

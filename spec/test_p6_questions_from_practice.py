@@ -10,6 +10,7 @@ claim marks what it observed.
 """
 
 import copy
+import inspect
 import math
 
 import pytest
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from bertspec import loading, masks, teeth, versions
+from bertspec import loading, masks, scope, teeth, versions
 from bertspec.inputs import corpus_lines
 from bertspec.loading import last_hidden_state
 from bertspec.tolerances import TOL
@@ -35,6 +36,13 @@ def max_diff(a, b) -> float:
 
 
 # ---- P6.1 pooler_output vs the [CLS] hidden state vs mean pooling ----
+
+def without_pooler_not_applicable(model):
+    """The model's anatomy; the claim skips for families whose base model has no pooler."""
+    if model.anatomy.pooler is None:
+        scope.not_applicable(model, f"{model.anatomy.class_name('Model')} has no pooler: there is no pooler_output")
+    return model.anatomy
+
 
 @pytest.mark.counterfeits("pooler_without_tanh")
 def test_pooler_output_is_tanh_of_a_dense_layer_on_the_cls_hidden_state_not_that_state_itself(bert, as_class, evidence):
@@ -58,26 +66,27 @@ def test_pooler_output_is_tanh_of_a_dense_layer_on_the_cls_hidden_state_not_that
     """
     from transformers.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 
-    loaded = as_class("BertModel", bert.attn_implementation)
+    a = without_pooler_not_applicable(bert)
+    loaded = as_class(a.class_name("Model"), bert.attn_implementation)
     batch = bert.example()
     with torch.no_grad():
         out = loaded.model(**batch.as_kwargs())
-        pooler = loaded.model.pooler.dense
+        pooler = loaded.model.get_submodule(a.pooler)
         by_hand = torch.tanh(F.linear(out.last_hidden_state[:, 0], pooler.weight, pooler.bias))
     cls = out.last_hidden_state[:, 0]
     m = batch.attention_mask[..., None].to(cls.dtype)
     mean = (out.last_hidden_state * m).sum(1) / m.sum(1)
-    trained = "pooler.dense.weight" not in loaded.missing
+    trained = f"{a.pooler}.weight" not in loaded.missing
     evidence.table("three sentence vectors of row 0", ["vector", "max |Δ vs pooler_output|", "cos with pooler_output"],
                    [(name, max_diff(v[0], out.pooler_output[0]), F.cosine_similarity(v[0], out.pooler_output[0], dim=0))
                     for name, v in (("tanh(W · h[CLS] + b) by hand", by_hand), ("last_hidden_state[:, 0]", cls),
                                     ("masked mean of last_hidden_state", mean))])
-    evidence.table("the pooler's weights", ["in the checkpoint", "BertForMaskedLM has a pooler"],
-                   [(trained, bert.model.bert.pooler is not None)])
+    evidence.table("the pooler's weights", ["in the checkpoint", f"{a.mlm_class} has a pooler"],
+                   [(trained, getattr(bert.encoder, "pooler", None) is not None)])
     torch.testing.assert_close(out.pooler_output, by_hand, **TOL["reference_component"])
     assert beyond(out.pooler_output, cls, TOL["float32_kernels"]), "pooler_output is not the [CLS] state"
     assert beyond(out.pooler_output, mean, TOL["float32_kernels"])
-    assert bert.model.bert.pooler is None
+    assert getattr(bert.encoder, "pooler", None) is None
     assert "next sentence prediction" in BaseModelOutputWithPoolingAndCrossAttentions.__doc__
 
 
@@ -100,20 +109,21 @@ def test_a_checkpoint_without_pooler_weights_gets_a_random_pooler_that_changes_w
     （正态分布，标准差 0.02，偏置 0），并在加载报告中说明（4.57 为 "newly initialized"，5.x 表格中为 MISSING）。由它计算的一切——
     pooler_output、其上的分类器——都是随机的；encoder 的输出则不是。这里把被测 encoder 去掉 pooler 保存，再用两个种子加载来展示。
     """
-    bert.model.bert.save_pretrained(tmp_path)  # BertForMaskedLM's BertModel has no pooler
+    a = without_pooler_not_applicable(bert)
+    bert.encoder.save_pretrained(tmp_path)  # the MLM class's encoder has no pooler
     batch = bert.example()
     runs = {}
     for seed in (0, 1):
         torch.manual_seed(seed)
-        loaded = loading.load_class(tmp_path, "BertModel", bert.attn_implementation, bert.device)
+        loaded = loading.load_class(tmp_path, a.class_name("Model"), bert.attn_implementation, bert.device)
         with torch.no_grad():
             runs[seed] = (loaded, loaded.model(**batch.as_kwargs()))
     (first, out0), (_, out1) = runs[0], runs[1]
-    evidence.table("BertModel from a checkpoint without pooler weights", ["missing", "warned", "Δ pooler_output, seeds 0/1",
+    evidence.table(f"{a.class_name('Model')} from a checkpoint without pooler weights", ["missing", "warned", "Δ pooler_output, seeds 0/1",
                                                                           "Δ last_hidden_state, seeds 0/1"],
                    [(", ".join(sorted(first.missing)), " | ".join(first.warnings)[:160],
                      max_diff(out0.pooler_output, out1.pooler_output), max_diff(out0.last_hidden_state, out1.last_hidden_state))])
-    assert {"pooler.dense.weight", "pooler.dense.bias"} <= first.missing
+    assert {f"{a.pooler}.weight", f"{a.pooler}.bias"} <= first.missing
     assert first.warnings, "transformers warns about newly initialised weights"
     assert beyond(out0.pooler_output, out1.pooler_output, TOL["float32_kernels"])
     torch.testing.assert_close(out0.last_hidden_state, out1.last_hidden_state, **TOL["exact"])
@@ -160,21 +170,24 @@ def test_mean_pooling_must_be_weighted_by_attention_mask_because_padded_position
 
 # ---- P6.3 what the load warnings mean ----
 
-# class -> {output: prefixes of the weights it is computed from}. An output changes with the seed exactly when
-# one of its weights was missing from the checkpoint (and so initialised at random).
+# task class (after the family's prefix: Bert, Roberta, ...) -> {output: prefixes of the weights it is NOT computed
+# from}. An output changes with the seed exactly when a weight it is computed from was missing from the checkpoint
+# (and so initialised at random). The two NSP classes are BERT's alone.
 OUTPUTS = {
-    "BertModel": {"last_hidden_state": ("embeddings.", "encoder."), "pooler_output": ("embeddings.", "encoder.", "pooler.")},
-    "BertForMaskedLM": {"logits": ("bert.", "cls.predictions.")},
-    "BertForPreTraining": {"prediction_logits": ("bert.embeddings.", "bert.encoder.", "cls.predictions."),
-                           "seq_relationship_logits": ("bert.", "cls.seq_relationship.")},
-    "BertForNextSentencePrediction": {"logits": ("bert.", "cls.seq_relationship.")},
-    "BertForSequenceClassification": {"logits": ("bert.", "classifier.")},
-    "BertForTokenClassification": {"logits": ("bert.", "classifier.")},
+    "Model": {"last_hidden_state": ("pooler.",), "pooler_output": ()},
+    "ForMaskedLM": {"logits": ()},
+    "ForSequenceClassification": {"logits": ()},
+    "ForTokenClassification": {"logits": ()},
+}
+BERT_ONLY_OUTPUTS = {
+    "ForPreTraining": {"prediction_logits": ("bert.pooler.", "cls.seq_relationship."),
+                       "seq_relationship_logits": ("cls.predictions.",)},
+    "ForNextSentencePrediction": {"logits": ()},
 }
 
 
 def test_weights_not_used_are_harmless_while_newly_initialised_ones_make_every_output_computed_from_them_random(
-        settings, bert, evidence):
+        bert, evidence):
     """The load report's "not used" weights are dropped harmlessly; its "newly initialized" ones are random, and exactly the outputs computed from them change with the seed.
 
     Loading a checkpoint into another BERT class compares two sets of names.
@@ -183,7 +196,8 @@ def test_weights_not_used_are_harmless_while_newly_initialised_ones_make_every_o
     dropped, harmless. Weights the class needs but the file lacks (a
     classification head, a missing pooler) are missing: "newly initialized"
     at random, so every output computed from them is noise until trained. The
-    claim loads the checkpoint under test into six classes under seeds 0 and 1
+    claim loads the checkpoint under test into the family's classes (six for
+    BERT, with its two NSP classes; four for the others) under seeds 0 and 1
     and checks, output by output, that it changes with the seed exactly when
     one of its weights was missing. The reports differ by version: 4.57 logs
     two messages (the "not used" one only at INFO unless the class is in the
@@ -197,19 +211,19 @@ def test_weights_not_used_are_harmless_while_newly_initialised_ones_make_every_o
     中文：加载报告中"未使用"的权重被无害地丢弃；"新初始化"的权重是随机的，并且恰好是由它们计算的输出随随机种子变化。
     原因：把 checkpoint 加载到另一个 BERT 类时，会比较两组名字。文件里有而类中没有位置的权重（MLM 头加载进 BertModel、NSP 头加载进
     BertForMaskedLM）是 unexpected："未使用"，被丢弃，无害。类需要而文件里没有的权重（分类头、缺失的 pooler）是 missing："新初始化"
-    为随机值，所以由它们计算的每个输出在训练之前都是噪声。本断言把被测 checkpoint 在种子 0 与 1 下加载进六个类，逐个输出检查：
+    为随机值，所以由它们计算的每个输出在训练之前都是噪声。本断言把被测 checkpoint 在种子 0 与 1 下加载进该家族的各个类（BERT 六个，含两个 NSP 类；其他家族四个），逐个输出检查：
     它随种子变化，当且仅当它的某个权重缺失。报告形式因版本而异：4.57 记录两条消息（"not used" 那条只有在类属于 config 的
     architectures 时才是 WARNING，否则是 INFO），5.x 记录一个 WARNING 表格；output_loading_info 以数据形式给出同样的名字。
     加载与 attention 实现无关，因此只在 eager 上运行。
     """
     if bert.attn_implementation != "eager":
         pytest.skip("loading does not depend on the attention implementation: shown once, on eager")
-    from bertspec import DEFAULT_MODEL_DIR
-
-    folder = settings.model_path or DEFAULT_MODEL_DIR
+    folder = bert.folder
     batch = bert.encode(*bert.texts.pair)
     rows = []
-    for class_name, outputs in OUTPUTS.items():
+    tasks = {**OUTPUTS, **(BERT_ONLY_OUTPUTS if bert.anatomy.family == "bert" else {})}
+    for task, outputs in tasks.items():
+        class_name = bert.anatomy.class_name(task)
         runs = []
         for seed in (0, 1):
             torch.manual_seed(seed)
@@ -217,9 +231,11 @@ def test_weights_not_used_are_harmless_while_newly_initialised_ones_make_every_o
             with torch.no_grad():
                 runs.append((loaded, loaded.model(**batch.as_kwargs())))
         (loaded, out0), (_, out1) = runs
-        for field, prefixes in outputs.items():
+        for field, not_from in outputs.items():
+            if getattr(out0, field, None) is None:  # e.g. no pooler_output: the family has no pooler
+                continue
             random = max_diff(getattr(out0, field), getattr(out1, field)) > 0
-            expected = any(k.startswith(prefixes) for k in loaded.missing)
+            expected = any(not k.startswith(not_from) for k in loaded.missing) if not_from else bool(loaded.missing)
             rows.append((class_name, field, len(loaded.unexpected), ", ".join(sorted(loaded.missing)) or "—",
                          random, expected, "; ".join(loaded.warnings)[:120]))
             assert random == expected, f"{class_name}.{field}: changes with the seed {random}, computed from missing weights {expected}"
@@ -271,12 +287,12 @@ def test_token_classification_labels_the_first_piece_of_each_word_and_its_loss_i
     if not tok.is_fast:
         pytest.skip("word_ids() needs a fast tokenizer; this checkpoint's loads a slow one")
     words = list(bert.texts.words)
-    enc = tok([words], is_split_into_words=True, return_tensors="pt").to(bert.device)
+    enc = tok([words], is_split_into_words=True, return_tensors="pt", return_token_type_ids=bert.typed).to(bert.device)
     word_ids = enc.word_ids(0)
     if max(word_ids.count(w) for w in set(word_ids) - {None}) < 2:
         pytest.skip("this vocabulary splits none of the example words into pieces")
     of_words = [i % 2 for i in range(len(words))]
-    model = as_class("BertForTokenClassification", bert.attn_implementation).model
+    model = as_class(bert.anatomy.class_name("ForTokenClassification"), bert.attn_implementation).model
     settings = {"first piece": word_labels(word_ids, of_words), "every piece": word_labels(word_ids, of_words, every_piece=True),
                 "specials labelled 0": word_labels(word_ids, of_words, special_label=0)}
     losses = {}
@@ -339,14 +355,18 @@ def test_the_installed_transformers_converts_passes_on_or_refuses_each_form_of_c
     表示真实 token 的输出与普通二维 mask 相同。本断言在所装版本上观察每种形式，行为不同即失败。
     """
     batch = bert.example()
+    scope.attends_globally(bert, batch.input_ids.shape[1])
+    if bert.anatomy.family not in versions.SHARES_BERTS_MASK_CODE[versions.MAJOR]:
+        pytest.skip(f"{type(bert.encoder).__name__} of transformers {versions.VERSION} turns masks into the layers' own "
+                    "with code of its own; versions.CUSTOM_MASKS holds the readings of BertModel's")
     real = batch.attention_mask.bool()
     b, t = batch.input_ids.shape
     reference = bert.last_hidden(batch)
     observed = {}
     for name, mask in custom_masks(batch).items():
         try:
-            trace, output = trace_forward(bert.model.bert, keep_tensors=True, input_ids=batch.input_ids,
-                                          token_type_ids=batch.token_type_ids, attention_mask=mask.to(bert.device))
+            trace, output = trace_forward(bert.encoder, keep_tensors=True,
+                                          **{**batch.as_kwargs(), "attention_mask": mask.to(bert.device)})
         except (RuntimeError, ValueError) as err:
             observed[name] = f"refused: {type(err).__name__}"
             continue
@@ -384,20 +404,28 @@ def test_a_block_diagonal_mask_packs_two_sentences_into_one_row_with_the_outputs
     4.57 为三维 0/1 mask；bertspec.masks.packed_mask），而且它的位置必须重新从 0 数起，因为位置嵌入是绝对的。这样两句的输出都等于
     各自单独运行时的输出（float32 内核容差）。诱人的捷径都会失败：没有分块 mask，两句会互相看见；不重启位置，第二句会在错开的位置上被读取。
     """
+    if "position_ids" not in inspect.signature(type(bert.encoder).forward).parameters:
+        scope.not_applicable(bert, f"{type(bert.encoder).__name__}.forward takes no position_ids in transformers "
+                                   f"{versions.VERSION}: positions cannot restart inside a row")
+    a, pad = bert.anatomy, bert.tokenizer.pad_token_id
     texts = (bert.texts.sentence, bert.texts.short)
     rows = [bert.encode(text) for text in texts]
     lengths = [r.input_ids.shape[1] for r in rows]
+    scope.attends_globally(bert, sum(lengths))
+    if versions.MAJOR == 4 and bert.anatomy.family == "albert":
+        scope.not_applicable(bert, "AlbertModel of transformers 4.57 expands a 2D attention_mask only "
+                                   "(attention_mask.unsqueeze(1).unsqueeze(2)): a block-diagonal 3D or 4D mask fails "
+                                   "inside attention")
     ids = torch.cat([r.input_ids for r in rows], dim=1)
-    restarted = torch.cat([torch.arange(n) for n in lengths])[None].to(bert.device)
-    counted = torch.arange(sum(lengths))[None].to(bert.device)
+    restarted = torch.cat([a.default_position_ids(r.input_ids, pad) for r in rows], dim=1)
+    counted = a.default_position_ids(ids, pad)
     block = masks.packed_mask(lengths, bert.model.dtype, versions.MAJOR).to(bert.device)
     alone = [last_hidden_state(bert.model, r)[0] for r in rows]
 
     def packed(mask, positions):
         with torch.no_grad():
-            h = bert.model.bert(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                token_type_ids=torch.zeros_like(ids)).last_hidden_state[0]
-        return h[:lengths[0]], h[lengths[0]:]
+            h = bert.encoder(**{**bert.batch(ids).as_kwargs(), "attention_mask": mask, "position_ids": positions})
+        return h.last_hidden_state[0, :lengths[0]], h.last_hidden_state[0, lengths[0]:]
 
     ways = {"block mask, positions restarted": packed(block, restarted),
             "no block mask": packed(torch.ones_like(ids), restarted),
@@ -415,6 +443,16 @@ def test_a_block_diagonal_mask_packs_two_sentences_into_one_row_with_the_outputs
 
 def half_copies(bert, dtype):
     return copy.deepcopy(bert.model).to(dtype)
+
+
+def scale_first_query(model, a, scale: float) -> None:
+    """Multiply layer 0's query projection by ``scale`` (the first third of a fused q, k, v projection)."""
+    linear = model.get_submodule(f"{a.attention(0)}.{a.query or a.fused_qkv}")
+    rows = slice(None) if a.query else slice(0, linear.out_features // 3)
+    with torch.no_grad():
+        linear.weight[rows] *= scale
+        if linear.bias is not None:
+            linear.bias[rows] *= scale
 
 
 def test_a_raw_score_above_65504_overflows_float16_and_eager_attention_turns_it_into_nan(bert, evidence):
@@ -439,6 +477,9 @@ def test_a_raw_score_above_65504_overflows_float16_and_eager_attention_turns_it_
     直到最大原始乘积达到 65504 的两倍：eager attention 的 logits 变成 NaN。bfloat16 保留 float32 的指数范围，保持有限；float32 也一样。
     （CPU 上的 sdpa 融合内核在内部用 float32 计算，在 q 本身溢出之前都保持有限，证据在适用时展示这一点。）
     """
+    if (versions.MAJOR, bert.anatomy.family) in versions.SCALES_QUERY_FIRST and bert.attn_implementation == "eager":
+        scope.not_applicable(bert, f"its eager attention on transformers {versions.VERSION} divides q by √d before "
+                                   "q·kᵀ: the raw product this claim overflows is never formed")
     batch = bert.example()
     trace, _ = bert.trace(batch)
     head_dim = bert.config.hidden_size // bert.config.num_attention_heads
@@ -447,11 +488,10 @@ def test_a_raw_score_above_65504_overflows_float16_and_eager_attention_turns_it_
     rows, finite = [], {}
     for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)):
         model = half_copies(bert, dtype)
-        query = next(m for m in model.modules() if hasattr(m, "query")).query
+        scale_first_query(model, bert.anatomy, scale)
         with torch.no_grad():
-            query.weight.mul_(scale)
-            query.bias.mul_(scale)
-            logits = model(**batch.as_kwargs()).logits if bert.has_mlm_head else model.bert(**batch.as_kwargs()).last_hidden_state
+            logits = (model(**batch.as_kwargs()).logits if bert.has_mlm_head
+                      else bert.anatomy.encoder(model)(**batch.as_kwargs()).last_hidden_state)
         finite[name] = bool(torch.isfinite(logits).all())
         rows.append((name, bert.attn_implementation, f"{raw * scale:.4g}", finite[name], int(torch.isnan(logits).sum())))
     evidence.table(f"layer 0's query scaled by {scale:.4g}: largest raw q·k {raw:.4g} → {raw * scale:.4g}",
@@ -483,11 +523,13 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
     """
     if bert.attn_implementation != "eager":
         pytest.skip("the probabilities are returned by eager attention only (sdpa's fused kernel keeps them)")
+    scope.additive_mask(bert)
     model = half_copies(bert, torch.float16)
     batch = bert.example()
+    encoder = bert.anatomy.encoder(model)
     with torch.no_grad():
-        out = model.bert(**batch.as_kwargs(), output_attentions=True)
-    trace, _ = trace_forward(model.bert, keep_tensors=True, **batch.as_kwargs())
+        out = encoder(**batch.as_kwargs(), output_attentions=True)
+    trace, _ = trace_forward(encoder, keep_tensors=True, **batch.as_kwargs())
     mask = trace.all("attention_mask")[0].tensor
     evidence.table("a float16 model, eager attention", ["layer mask dtype", "mask value at [PAD]", "probabilities dtype"],
                    [(mask.dtype, mask.min(), out.attentions[0].dtype)])
@@ -528,6 +570,12 @@ def test_softmax_without_subtracting_the_maximum_overflows_float16_where_torch_s
 
 # ---- P6.7 the NSP head, its labels, and the pre-training loss ----
 
+def nsp_is_berts(model) -> None:
+    if model.anatomy.family != "bert":
+        scope.not_applicable(model, "next-sentence prediction is BERT's pre-training task: RoBERTa, DistilBERT, ELECTRA "
+                                    "and ModernBERT drop it, ALBERT replaces it with sentence-order prediction")
+
+
 def pretraining_batch(bert):
     """A sentence pair with a [MASK] in segment A, its MLM labels, and next_sentence_label 0 ("B follows A")."""
     batch = bert.encode(bert.texts.masked[0], bert.texts.pair[1])
@@ -553,6 +601,7 @@ def test_the_pretraining_loss_is_the_mlm_loss_plus_the_nsp_loss_and_needs_both_l
     输出的线性层，两类）。它的 loss 是两个交叉熵相加——而不是取平均——而且只有同时给出 labels 与 next_sentence_label 时才计算；
     只给其中一个时 loss 为 None（两个版本都是）。
     """
+    nsp_is_berts(bert)
     model = as_class("BertForPreTraining", bert.attn_implementation).model
     batch, labels, nsp = pretraining_batch(bert)
     with torch.no_grad():
@@ -587,6 +636,7 @@ def test_next_sentence_label_0_means_b_follows_a_and_a_trained_nsp_head_tells_co
     索引 0 表示接续。学到这一点的头（checkpoint 带有 cls.seq_relationship，自带模型与 bert-base-chinese 都有）对语料中连续两句组成的句对，
     必须比第二句取自别处的句对给索引 0 更高的概率；没有 NSP 权重的 checkpoint 得到的是随机的头，这部分以此为由跳过。
     """
+    nsp_is_berts(bert)
     assert "0 indicates sequence B is a continuation" in transformers.BertForPreTraining.forward.__doc__
     loaded = as_class("BertForPreTraining", bert.attn_implementation)
     if "cls.seq_relationship.weight" in loaded.missing:
@@ -621,6 +671,7 @@ def test_bert_for_masked_lm_has_no_nsp_head_and_drops_the_one_in_the_checkpoint_
     BertForMaskedLM 没有 cls.seq_relationship，构造的 BertModel 也没有 pooler：checkpoint 中的 NSP 头与 pooler 被报告为 unexpected（"未使用"）并丢弃，
     这对遮盖 token 的预测无害。
     """
+    nsp_is_berts(bert)
     if not bert.has_mlm_head:
         pytest.skip(f"{bert.source} has no MLM head to compare")
     pretraining = as_class("BertForPreTraining", bert.attn_implementation)
