@@ -14,6 +14,7 @@ the ratios into the saved JSON.
 import ctypes
 import ctypes.util
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -115,8 +116,10 @@ def add_ratios(output_json: dict) -> list[dict]:
       best round, the baseline's rounds being ``baseline_seconds`` when the test interleaved them
       with its own, else those of the benchmark whose key is ``vs``; with ``baseline_flops`` the
       ratio is of throughputs instead: flop_per_s / the baseline's FLOP/s;
-      ``target`` ({"at_most": x} or {"at_least": x}): ``meets_target``;
-      ``ratios`` (name -> value): ratios the test measured itself (memory), passed through.
+      ``target`` ({"at_most": x}, {"at_least": x} or both): ``meets_target``, and where it is
+      missed, ``missed_because``: the test's ``reason_if_missed``, what that cost is made of;
+      ``ratios`` (name -> value): ratios the test measured itself (memory), passed through, each
+      with its target where ``ratio_targets`` (name -> target) names one.
     """
     benchmarks = {b["extra_info"]["key"]: b for b in output_json["benchmarks"] if "key" in b["extra_info"]}
     rows = []
@@ -132,17 +135,27 @@ def add_ratios(output_json: dict) -> list[dict]:
                 info["ratio"] = best / baseline
             row = _row(bench, info["ratio_name"], info["ratio"], info["vs"], "baseline_seconds" in info)
             if "target" in info:
-                row["target"] = info["target"]
-                row["meets_target"] = info["meets_target"] = meets(info["ratio"], info["target"])
+                info["meets_target"] = _judge(row, info["target"], info.get("reason_if_missed"))
             rows.append(row)
         for name, value in info.get("ratios", {}).items():
-            rows.append(_row(bench, name, value, None, True))  # both sides measured within the test
+            row = _row(bench, name, value, None, True)  # both sides measured within the test
+            if name in info.get("ratio_targets", {}):
+                _judge(row, info["ratio_targets"][name], info.get("reason_if_missed"))
+            rows.append(row)
     output_json["bertspec"] = {"statistic": STATISTIC, "ratios": rows}
     return rows
 
 
 def meets(value: float, target: dict) -> bool:
-    return value <= target["at_most"] if "at_most" in target else value >= target["at_least"]
+    return target.get("at_least", -math.inf) <= value <= target.get("at_most", math.inf)
+
+
+def _judge(row: dict, target: dict, reason: str | None) -> bool:
+    row["target"] = target
+    row["meets_target"] = meets(row["value"], target)
+    if not row["meets_target"]:
+        row["missed_because"] = reason
+    return row["meets_target"]
 
 
 def _baseline_best(info, benchmarks) -> float | None:
@@ -154,7 +167,8 @@ def _baseline_best(info, benchmarks) -> float | None:
 
 def _row(bench, name, value, baseline, side_by_side) -> dict:
     return {"group": bench["group"], "measurement": bench["extra_info"]["key"], "ratio": name, "value": value,
-            "baseline": baseline, "side_by_side": side_by_side, "target": None, "meets_target": None}
+            "baseline": baseline, "side_by_side": side_by_side, "target": None, "meets_target": None,
+            "missed_because": None}
 
 
 def latest_saved_run(storage: str) -> tuple[Path, dict] | None:

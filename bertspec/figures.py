@@ -120,8 +120,7 @@ def ratio_figure(rows):
     for y, row in zip(positions, rows):
         ax.barh(y, row["value"], color=colours(names.index(row["ratio"]) % colours.N), label=row["ratio"])
         ax.text(row["value"], y, f" {row['value']:.3g}", va="center", fontsize=7)
-        if row["target"] is not None:
-            (bound,) = row["target"].values()
+        for bound in (row["target"] or {}).values():  # one tick per bound: a range has two
             ax.plot(bound, y, marker="|", color="red", markersize=12, markeredgewidth=2)
     # A measurement with several ratios (time and memory) is told apart by the ratio's name.
     labels = [m if measured.count(m) == 1 else f"{m} ({row['ratio']})" for m, row in zip(measured, rows)]

@@ -28,10 +28,21 @@ the self-attention module returns, so where that module applies its output
 projection itself (DistilBERT, ALBERT, ModernBERT) the projection's step comes
 first. ALBERT runs one shared layer num_hidden_layers times: its steps carry the
 occurrence, ``…albert_layers.0.attention@2:probs``.
+
+What a trace costs is chosen up front (:class:`Tracer`'s options), so that a
+user tracing a data set pays only for what they read: shapes only, summaries
+(the default) or full tensors; on sdpa, derived scores and probabilities or
+not; every step or only those a filter names. Summaries are sums reduced on the
+tensor's device, in its own dtype, and read back to the host once per forward
+(:class:`_Statistics`). spec/test_p4_cost.py times every option against the
+plain forward and against nnsight and TransformerLens.
 """
 
+import fnmatch
+import functools
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +51,8 @@ from torch.overrides import TorchFunctionMode
 from bertspec import anatomy as anatomies
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+# Values inside self-attention, recorded as ``<module>:<quantity>``.
+INTERNALS = ("scores", "scores+mask", "probs")
 
 
 @dataclass
@@ -55,28 +68,131 @@ class Step:
     tensor: torch.Tensor | None = field(default=None, repr=False)
 
 
-def summarize(name: str, value, keep_tensor: bool, source: str = "observed") -> Step:
-    if value is None:
-        return Step(name, None, "None", source=source)
-    t = value.detach()
-    # float64: a mask full of finfo(float32).min overflows a float32 mean. The copy is private
-    # (copy=True), so it is centred in place; min and max are exact in the tensor's own dtype.
-    # The mean, then one BLAS dot of the centred copy, instead of torch.std's Welford pass:
-    # the summaries cost half as much (the tracer's overhead is measured in spec/test_p4_cost.py).
-    x = t.reshape(-1).to(torch.float64, copy=True)
-    low, high = torch.aminmax(t if t.is_floating_point() else x)
-    n = x.numel()
-    mean = x.mean().item()
-    std = math.sqrt(torch.dot(x.sub_(mean), x).item() / (n - 1)) if n > 1 else 0.0
-    return Step(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), mean, std, low.item(), high.item(),
-                source, t if keep_tensor else None)
+class _Statistics:
+    """Every step's sums, written into one table on the tensors' device and read back to the host once per forward.
+
+    Reading a value back (``.item()``) waits for the device — on CUDA for every
+    kernel queued before — and is a Python round trip; four per step over some
+    200 steps cost more than the sums. So each step writes its four sums (sum,
+    sum of squares, min, max) into a row of a table, and :meth:`settle`, at the
+    end of the forward, reads the table with one ``.tolist()`` per dtype. The
+    table is allocated before the forward's own tensors: some 800 small results
+    kept alive among them instead would fragment the heap, and the forward's
+    large blocks would come from freshly faulted pages (30 000 faults at batch 8).
+    """
+
+    def __init__(self):
+        self._tables = {}  # (device, dtype) -> a (rows, 4) table of sums
+        self._used = {}  # (device, dtype) -> rows written in this forward
+        self._pending = []  # (step, element count, its table's key, its row)
+        self._last = None  # (value, its version, key, row): the next step is often the same tensor
+
+    def add(self, step: Step, value: torch.Tensor, wide: bool) -> None:
+        # Consecutive steps can be one tensor (a module returning its last child's
+        # output; scores and scores + mask when no mask was added): summed once.
+        last = self._last
+        if last is not None and last[0] is value and last[1] == value._version:
+            key, row = last[2], last[3]
+        else:
+            t = _summable(value.detach(), wide)
+            key = (t.device, t.dtype)
+            row = self._next_row(key)
+            torch.stack(_sums(t), out=self._tables[key][row])
+            self._last = (value, value._version, key, row)
+        self._pending.append((step, value.numel(), key, row))
+
+    def _next_row(self, key) -> int:
+        """A free row of key's table; a full table is doubled (256 rows hold one BERT forward)."""
+        used, table = self._used.get(key, 0), self._tables.get(key)
+        if table is None or used == len(table):
+            grown = torch.empty(max(2 * used, 256), 4, dtype=key[1], device=key[0])
+            if used:
+                grown[:used] = table
+            self._tables[key] = grown
+        self._used[key] = used + 1
+        return used
+
+    def settle(self) -> None:
+        self._last = None
+        values = {key: self._tables[key][:used].tolist() for key, used in self._used.items()}
+        for step, n, key, row in self._pending:
+            step.mean, step.std, step.min, step.max = _moments(n, *values[key][row])
+        self._pending.clear()
+        self._used.clear()
+
+
+def _summable(t: torch.Tensor, wide: bool) -> torch.Tensor:
+    """t itself, or a float64 copy where float32 sums would overflow or round.
+
+    float32 and float64 are summed in their own dtype, without a copy: a copy
+    costs more than the three passes that only read. ``wide`` values — the
+    additive mask and the scores it was added to, which hold finfo.min by
+    design — are summed in float64: n × finfo(float32).min overflows a float32
+    sum, and finfo.min² any float32 sum of squares. Integers, booleans and half
+    precision are copied to float64 too (exact sums; they are small or rare).
+    """
+    return t.to(torch.float64) if wide or t.dtype not in (torch.float32, torch.float64) else t
+
+
+def _sums(t: torch.Tensor) -> tuple:
+    """(sum, sum of squares, min, max) of t, as 0-d tensors on its device; nothing is read back here."""
+    x = t.reshape(-1)
+    if x.numel() <= CHUNK:
+        return _chunk_sums(x)
+    total, squares, low, high = (torch.stack(column) for column in zip(*map(_chunk_sums, x.split(CHUNK))))
+    return total.sum(), squares.sum(), low.min(), high.max()
+
+
+CHUNK = 2**20  # values: 4 MiB of float32, which stays in cache between the three passes
+
+
+def _chunk_sums(x: torch.Tensor) -> tuple:
+    """The three read passes over one chunk; a tensor larger than CHUNK is summed chunk by chunk.
+
+    Chunk by chunk, the second and third pass read from cache what the first
+    brought in: a batch of logits (86 MiB at batch 8) is summed in half the
+    time. And a float32 BLAS dot's lanes add sequentially, so its error grows
+    with its length: 3e-6 at 2²⁰ values, 2e-4 at 2²⁴.
+    """
+    low, high = torch.aminmax(x)
+    return x.sum(), torch.dot(x, x), low, high
+
+
+def _moments(n: int, total: float, squares: float, low: float, high: float) -> tuple:
+    """(mean, std, min, max) from the sums, in Python's float64; std with Bessel's correction, as torch.std."""
+    mean = total / n
+    var = (squares - total * mean) / (n - 1) if n > 1 else 0.0
+    # Rounding can leave a constant tensor a variance of -1e-17; -inf values leave nan, as torch.std does.
+    std = var if math.isnan(var) else math.sqrt(max(var, 0.0))
+    return mean, std, low, high
+
+
+@functools.cache  # str() of a dtype costs more than the look-up, at every step
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 class Trace:
-    """The ordered steps of one forward pass, looked up by name."""
+    """The ordered steps of one forward pass, looked up by name.
+
+    A trace that keeps its tensors computes their statistics when it is first
+    read, not during the forward: the tensors are at hand, and whoever keeps
+    them to work with them need not pay for summaries they never read.
+    """
 
     def __init__(self):
-        self.steps: list[Step] = []
+        self._steps: list[Step] = []
+        self._unsummarised: list[tuple[Step, bool]] = []  # (step with a kept tensor, summed in float64)
+
+    @property
+    def steps(self) -> list[Step]:
+        if self._unsummarised:
+            statistics = _Statistics()
+            for step, wide in self._unsummarised:
+                statistics.add(step, step.tensor, wide)
+            statistics.settle()
+            self._unsummarised.clear()
+        return self._steps
 
     def __getitem__(self, name: str) -> Step:
         for step in self.steps:
@@ -167,12 +283,17 @@ def mask_argument(module, args, kwargs):
     return None if key is None else kwargs[key] if isinstance(key, str) else args[key]
 
 
+def _sdpa_arguments(args, kwargs):
+    """q, k and the mask of a scaled_dot_product_attention call; ALBERT on 4.57 passes them all by keyword."""
+    q, k = kwargs.get("query", args[0] if args else None), kwargs.get("key", args[1] if len(args) > 1 else None)
+    return q, k, kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+
+
 def _sdpa_internals(args, kwargs):
     """Scores, masked scores and probabilities as F.scaled_dot_product_attention defines them."""
-    q, k = kwargs.get("query", args[0] if args else None), kwargs.get("key", args[1] if len(args) > 1 else None)
-    mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+    q, k, mask = _sdpa_arguments(args, kwargs)
     scale = kwargs.get("scale") or 1.0 / math.sqrt(q.shape[-1])
-    scores = q @ k.transpose(-2, -1) * scale
+    scores = (q @ k.transpose(-2, -1)).mul_(scale)  # in place: the same values as `* scale`, one matrix fewer
     if mask is None:
         masked = scores
     elif mask.dtype == torch.bool:  # True = may attend; torch's reference fills the rest with -inf
@@ -182,28 +303,104 @@ def _sdpa_internals(args, kwargs):
     return scores, masked, torch.softmax(masked, dim=-1)
 
 
+class _Shape(NamedTuple):
+    """What a shapes-only trace records of a derived value that it never computes."""
+
+    shape: tuple
+    dtype: torch.dtype
+
+
+def _sdpa_shapes(args, kwargs):
+    """Shapes and dtypes of what _sdpa_internals would compute, from the kernel's arguments alone."""
+    q, k, mask = _sdpa_arguments(args, kwargs)
+    scores = _Shape((*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2]), q.dtype)
+    if mask is None:
+        return scores, scores, scores
+    dtype = scores.dtype if mask.dtype == torch.bool else torch.promote_types(scores.dtype, mask.dtype)
+    masked = _Shape(tuple(torch.broadcast_shapes(scores.shape, mask.shape)), dtype)
+    return scores, masked, masked
+
+
+class StepFilter:
+    """Which steps a trace records: all of them, or those named by a pattern or a quantity.
+
+    ``only`` holds fnmatch patterns over step names (``"bert.encoder.layer.11.*"``,
+    ``"*.LayerNorm"``) or bare quantities (``"probs"``, ``"attention_mask"``), which
+    name every layer's step of that quantity (and the model input of that name).
+    A step left out costs a name look-up: no statistics, no tensor, and inside
+    attention no function mode when none of the module's values is wanted.
+    """
+
+    def __init__(self, only=None):
+        self.patterns = None if only is None else ([only] if isinstance(only, str) else list(only))
+        self._wanted = {}  # name -> bool; the same names recur at every forward
+
+    def __call__(self, name: str) -> bool:
+        if self.patterns is None:
+            return True
+        if name not in self._wanted:
+            quantity = name.rpartition(":")[2]
+            self._wanted[name] = any(p == quantity or fnmatch.fnmatchcase(name, p) for p in self.patterns)
+        return self._wanted[name]
+
+
 class Tracer:
     """Context manager: while open, every forward pass of ``model`` is recorded.
 
     >>> with Tracer(model, keep_tensors=True) as tracer:
     ...     model(**inputs)
     >>> tracer.trace["bert.encoder.layer.0.attention.self:probs"].shape
+
+    Options, so that a trace costs only what its reader needs:
+
+    * ``keep_tensors``: keep every step's tensor (the tracer holds them; nothing
+      is copied); their summaries are then computed when the trace is first read;
+    * ``summaries``: mean, std, min and max of every step (default); ``False``
+      records names, shapes and dtypes only;
+    * ``derive``: on the sdpa path, derive scores, scores + mask and
+      probabilities from the kernel's inputs (default: on, as the claims read
+      them); it recomputes the part of attention the fused kernel skips, and its
+      cost is measured on its own. With summaries off, derived steps get their
+      shapes without any arithmetic;
+    * ``only``: record only the steps a :class:`StepFilter` names.
     """
 
-    def __init__(self, model: torch.nn.Module, keep_tensors: bool = False):
+    def __init__(self, model: torch.nn.Module, keep_tensors: bool = False, *, summaries: bool = True,
+                 derive: bool = True, only=None):
         self.model = model
         self.keep_tensors = keep_tensors
         self.anatomy = anatomies.of_model(model)
+        self.summaries = summaries
+        self.derive = derive
+        self.wanted = StepFilter(only)
         self.trace = Trace()
+        self._statistics = _Statistics()
         self._handles = []
         self._shared = self.anatomy.shared_prefix(model)
         self._calls: dict[str, int] = {}
 
-    def record(self, name, value, source="observed"):
-        self.trace.steps.append(summarize(name, value, self.keep_tensors, source))
+    def record(self, name, value, source="observed", wide=False):
+        """Append the step ``name``; ``wide``: its values can reach finfo.min, so it is summed in float64."""
+        if not self.wanted(name):
+            return
+        # Query, key and value are recorded inside self-attention: there the function mode
+        # would route every call below (each shape read, each sum) through Python.
+        with torch._C.DisableTorchFunction():
+            self.trace._steps.append(self._step(name, value, source, wide))
+
+    def _step(self, name, value, source, wide) -> Step:
+        if value is None:
+            return Step(name, None, "None", source=source)
+        step = Step(name, tuple(value.shape), _dtype_name(value.dtype), source=source,
+                    tensor=value.detach() if self.keep_tensors else None)
+        if self.summaries and self.keep_tensors:
+            self.trace._unsummarised.append((step, wide))
+        elif self.summaries:
+            self._statistics.add(step, value, wide)
+        return step
 
     def __enter__(self):
-        self._hook(self.model, pre=self._record_inputs)
+        self._hook(self.model, pre=self._record_inputs, post=self._settle)
         hooks = {"output": lambda n: (None, self._record_output(n)),
                  "norm": lambda n: (self._record_input(n), self._record_output(n)),
                  "attention": lambda n: (self._attention_pre(n), self._attention_post(n))}
@@ -228,6 +425,7 @@ class Tracer:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._statistics.settle()  # a forward that raised never reached the model's post-hook
 
     def _hook(self, module, pre=None, post=None):
         if pre is not None:
@@ -238,8 +436,11 @@ class Tracer:
     def _record_inputs(self, module, args, kwargs):
         self._calls.clear()  # a new forward pass: occurrences count from 0 again
         for key in MODEL_INPUTS:
-            if kwargs.get(key) is not None:
-                self.record(key, kwargs[key])
+            if kwargs.get(key) is not None:  # a custom float mask given as input can hold finfo.min too
+                self.record(key, kwargs[key], wide=key == "attention_mask")
+
+    def _settle(self, module, args, kwargs, output):
+        self._statistics.settle()
 
     def _record_input(self, path):
         def hook(module, args, kwargs):
@@ -254,23 +455,30 @@ class Tracer:
     def _attention_pre(self, path):
         def hook(module, args, kwargs):
             mask = mask_argument(module, args, kwargs)
-            self.record(f"{self._name(path)}:attention_mask", mask)
-            module._bertspec_ops = _AttentionOps(mask).__enter__()
+            name = self._name(path)
+            self.record(f"{name}:attention_mask", mask, wide=True)
+            if any(self.wanted(f"{name}:{quantity}") for quantity in INTERNALS):
+                module._bertspec_ops = _AttentionOps(mask).__enter__()
         return hook
 
     def _attention_post(self, path):
         def hook(module, args, kwargs, output):
-            ops = module.__dict__.pop("_bertspec_ops")
-            ops.__exit__(None, None, None)
+            ops = module.__dict__.pop("_bertspec_ops", None)
             name = self._name(path)
-            with torch.no_grad():
-                self._record_attention_internals(name, ops)
+            if ops is not None:
+                ops.__exit__(None, None, None)
+                with torch.no_grad():
+                    self._record_attention_internals(name, ops)
             self.record(name, output[0] if isinstance(output, tuple) else output)
         return hook
 
     def _record_attention_internals(self, name, ops):
         if ops.sdpa is not None:
-            scores, masked, probs = _sdpa_internals(*ops.sdpa)
+            if not self.derive:
+                return
+            # Without summaries or tensors only shapes are read: they follow from the arguments' shapes.
+            derive = _sdpa_internals if self.summaries or self.keep_tensors else _sdpa_shapes
+            scores, masked, probs = derive(*ops.sdpa)
             source = "derived"
         elif ops.softmax is not None:
             masked, probs = ops.softmax
@@ -279,12 +487,13 @@ class Tracer:
         else:
             raise RuntimeError(f"{name}: attention ran neither softmax nor scaled_dot_product_attention; unknown implementation")
         self.record(f"{name}:scores", scores, source)
-        self.record(f"{name}:scores+mask", masked, source)
+        self.record(f"{name}:scores+mask", masked, source, wide=ops.mask is not None)
         self.record(f"{name}:probs", probs, source)
 
 
-def trace_forward(model, keep_tensors: bool = False, **inputs):
-    """Run ``model(**inputs)`` under a Tracer; return (trace, model output)."""
-    with Tracer(model, keep_tensors=keep_tensors) as tracer, torch.no_grad():
+def trace_forward(model, keep_tensors: bool = False, *, summaries: bool = True, derive: bool = True, only=None,
+                  **inputs):
+    """Run ``model(**inputs)`` under a Tracer with those options; return (trace, model output)."""
+    with Tracer(model, keep_tensors, summaries=summaries, derive=derive, only=only) as tracer, torch.no_grad():
         output = model(**inputs)
     return tracer.trace, output

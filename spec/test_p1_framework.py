@@ -2,6 +2,7 @@
 the command line, and the errors a user can fix.
 """
 
+import math
 import re
 from pathlib import Path
 
@@ -84,17 +85,19 @@ def test_every_step_record_has_the_same_fields(bert, evidence):
     """Every step is a record with the same fields: name, shape, dtype, mean, std, min, max, source, tensor.
 
     One record type for every step makes traces comparable across layers,
-    models and versions. Summaries are computed in float64 (a mask full of
-    finfo(float32).min would overflow a float32 mean) and are the same whether
-    or not the tensor is kept; only the value None (no mask built) has no
-    statistics.
+    models and versions. Summaries are sums reduced in the tensor's own dtype,
+    except where a float32 sum would overflow — the mask and the scores it was
+    added to, full of finfo(float32).min, are summed in float64 — and are the
+    same whether or not the tensor is kept; only the value None (no mask built)
+    has no statistics.
 
     Claim ID: P1.3
     Question: What fields does each recorded step have?
     问题：每一步的记录包含哪些字段？
     中文：每一步都是字段相同的记录：名称、形状、dtype、均值、标准差、最小值、最大值、来源、张量。
-    原因：统一的记录类型让不同层、不同模型、不同版本的 trace 可以比较。统计量用 float64 计算
-    （满是 finfo(float32).min 的 mask 会让 float32 均值溢出），且与是否保留张量无关；只有 None 值（没有构造 mask 时）没有统计量。
+    原因：统一的记录类型让不同层、不同模型、不同版本的 trace 可以比较。统计量按张量自身的 dtype 归约求和，
+    只有 float32 求和会溢出之处例外——满是 finfo(float32).min 的 mask 及加上它的分数用 float64 求和——且与是否保留张量无关；
+    只有 None 值（没有构造 mask 时）没有统计量。
     """
     batch = bert.example()
     kept, _ = bert.trace(batch, keep_tensors=True)
@@ -111,6 +114,94 @@ def test_every_step_record_has_the_same_fields(bert, evidence):
             assert a.tensor is None and a.mean is None
         else:
             assert tuple(a.tensor.shape) == a.shape and all(v is not None for v in (a.mean, a.std, a.min, a.max))
+
+
+def float64_summary(t: torch.Tensor) -> tuple:
+    """(mean, std, min, max) of a tensor computed the slow way: a float64 copy, torch's own reductions."""
+    x = t.double()
+    return x.mean().item(), x.std().item(), x.min().item(), x.max().item()
+
+
+def test_every_summary_equals_float64s_the_finfo_min_mask_included(bert, evidence):
+    """Every step's mean, std, min and max equal float64's within 1e-5, the mask full of finfo(float32).min included.
+
+    The summaries are sums reduced on the tensor's device in its own dtype (no
+    float64 copy per step; a tensor of more than 2²⁰ values chunk by chunk),
+    read back to the host once per forward. n × finfo(float32).min overflows a
+    float32 sum, so the steps that hold the additive mask — the mask itself and
+    the scores it was added to — are summed in float64, as are integer and
+    boolean steps. On the padded batch, every step is compared with a float64
+    copy of its kept tensor reduced by torch (std with Bessel's correction):
+    within 1e-5 of the larger of |value| and the std, and non-finite exactly
+    where float64's is (a derived -inf).
+
+    Claim ID: P1.3
+    Question: Are the trace's summary values exact enough to quote, even for a mask of finfo.min?
+    问题：trace 的摘要数值足够准确吗？满是 finfo.min 的 mask 也一样吗？
+    中文：每一步的均值、标准差、最小值、最大值与 float64 的结果相差不超过 1e-5，满是 finfo(float32).min 的 mask 也不例外。
+    原因：摘要是在张量所在设备上按其自身 dtype 归约的和（不为每一步复制 float64；超过 2²⁰ 个值的张量分块求和），
+    每次前向只读回主机一次。n × finfo(float32).min 会让 float32 求和溢出，所以持有加性 mask 的步骤——mask 本身与加上它的分数——
+    用 float64 求和，整数与布尔步骤也一样。在带 padding 的 batch 上，每一步都与其保留张量的 float64 副本经 torch 归约的结果比较
+    （标准差带 Bessel 校正）：误差在 |值| 与标准差二者较大者的 1e-5 以内，且仅在 float64 结果非有限处（推导出的 -inf）非有限。
+    """
+    trace, _ = bert.trace(bert.example())
+    rows, worst = [], 0.0
+    for step in trace:
+        if step.shape is None:
+            continue
+        expected = float64_summary(step.tensor)
+        scale = max(abs(expected[0]), expected[1], 1e-30)
+        for field, got, want in zip(("mean", "std", "min", "max"), (step.mean, step.std, step.min, step.max), expected):
+            if not math.isfinite(want):
+                assert str(got) == str(want), (step.name, field, got, want)
+                continue
+            error = abs(got - want) / max(abs(want), scale)
+            worst = max(worst, error)
+            assert error <= 1e-5, (step.name, field, got, want)
+        if step.name.endswith((":attention_mask", ":scores+mask")):
+            rows.append((step.name, step.dtype, step.mean, expected[0], step.min))
+    evidence.table("steps that hold the mask: trace vs float64", ["step", "dtype", "mean", "float64 mean", "min"], rows[:6])
+    evidence.table("all steps", ["steps compared", "largest relative error"], [(len(trace), worst)])
+
+
+def test_a_trace_records_only_what_its_options_ask_for(bert, evidence):
+    """A shapes-only trace, a filtered trace and one without derivation record what they say, under the same step names.
+
+    The options choose the cost: ``summaries=False`` records every step's
+    name, shape, dtype and source but no statistics (derived steps get their
+    shapes from the kernel's arguments, with no arithmetic); ``only`` keeps the
+    steps a name pattern or a quantity names, with the same values as a full
+    trace; ``derive=False`` leaves out what only derivation gives (scores and
+    probabilities on sdpa) and changes nothing on eager, where they are
+    observed for free. The logits are the plain forward's in every case.
+
+    Claim ID: P1.2
+    Question: How do I trace only what I need, and pay only for that?
+    问题：怎样只 trace 需要的步骤、只为它付出开销？
+    中文：只记形状的 trace、过滤后的 trace 与不做推导的 trace 都恰好记录它们所说的内容，步骤名不变。
+    原因：选项决定开销：summaries=False 记录每一步的名称、形状、dtype 与来源，但没有统计量（推导步骤的形状由内核参数得出，
+    不做任何运算）；only 保留名称模式或量名所指的步骤，数值与完整 trace 相同；derive=False 省去只有推导才能得到的内容
+    （sdpa 上的分数与概率），在 eager 上什么也不改变，因为那里可以直接观测。每种情况下 logits 都与普通前向相同。
+    """
+    batch = bert.example()
+    full, plain = bert.trace(batch, keep_tensors=False)
+    shapes, out_shapes = bert.trace(batch, keep_tensors=False, summaries=False)
+    first_layer = f"{bert.anatomy.layer(0)}."  # bert.encoder.layer.0. in BERT
+    only, out_only = bert.trace(batch, keep_tensors=False, only=("probs", f"{first_layer}*"))
+    underived, out_underived = bert.trace(batch, keep_tensors=False, derive=False)
+    internals = [n for n in full.names() if n.rpartition(":")[2] in ("scores", "scores+mask", "probs")]
+    wanted = [n for n in full.names() if n.endswith(":probs") or n.startswith(first_layer)]
+    evidence.table("steps recorded", ["trace", "steps", "with statistics", "derived"],
+                   [(label, len(t), sum(s.mean is not None for s in t), sum(s.source == "derived" for s in t))
+                    for label, t in (("summaries", full), ("shapes only", shapes), ("only probs and layer 0", only),
+                                     ("derive=False", underived))])
+    for out in (out_shapes, out_only, out_underived):
+        assert torch.equal(out.logits, plain.logits)
+    assert [(s.name, s.shape, s.dtype, s.source) for s in shapes] == [(s.name, s.shape, s.dtype, s.source) for s in full]
+    assert all(s.mean is None and s.tensor is None for s in shapes)
+    assert only.names() == wanted and all(str(only[n]) == str(full[n]) for n in wanted)
+    derived = bert.attn_implementation == "sdpa"
+    assert underived.names() == [n for n in full.names() if not (derived and n in internals)]
 
 
 def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evidence):
