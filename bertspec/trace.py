@@ -404,9 +404,8 @@ class Tracer:
         hooks = {"output": lambda n: (None, self._record_output(n)),
                  "norm": lambda n: (self._record_input(n), self._record_output(n)),
                  "attention": lambda n: (self._attention_pre(n), self._attention_post(n))}
-        for path, kind in self.anatomy.traced(self.model):
+        for path, kind, module in self.anatomy.traced(self.model):
             pre, post = hooks[kind](path)
-            module = self.model.get_submodule(path)
             if self._shared is not None and path.startswith(self._shared):
                 self._hook(module, pre=self._count_call(path))
             self._hook(module, pre=pre, post=post)

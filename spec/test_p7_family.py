@@ -64,13 +64,13 @@ def test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_na
     trace, _ = bert.trace(bert.example())
     n = bert.config.num_hidden_layers
     evidence.table(f"{a.name}: roles → module paths", ["role", "path", "module"],
-                   [(kind, path, type(bert.module(path)).__name__) for path, kind in roles])
+                   [(kind, path, type(bert.module(path)).__name__) for path, kind, _ in roles])
     evidence.table("conventions", ["", a.name],
                    [("MLM class", a.mlm_class), ("norm order", a.norm_order), ("positions", a.positions),
                     ("token types", "yes" if a.token_type_embeddings else "none"),
                     ("layers with weights of their own", layers), ("decoder bias (state-dict key)", a.decoder_bias)])
-    assert {path for path, _ in roles} >= set(wanted)
-    assert sum(kind == "attention" for _, kind in roles) == layers
+    assert {path for path, _, _ in roles} >= set(wanted)
+    assert sum(kind == "attention" for _, kind, _ in roles) == layers
     bert.model.get_parameter(a.decoder_bias)
     for step in trace:
         if step.name not in ("input_ids", "attention_mask", "token_type_ids"):
