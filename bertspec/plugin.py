@@ -148,6 +148,56 @@ def pytest_sessionfinish(session, exitstatus):
     return (yield)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo):
+    give_line_numbers(excinfo)
+
+
+def give_line_numbers(excinfo) -> None:
+    """Give every traceback entry of an interrupt (and of the exceptions chained to it) a line number.
+
+    Ctrl-C lands wherever the interpreter is; on Python 3.11 that can be an
+    instruction without a line number, whose ``tb_lineno`` is None. pytest's
+    terminal reporter formats the interrupt with ``tb_lineno - 1`` and then
+    crashes with a TypeError instead of exiting 2 (the interrupted-run claim hit
+    it twice in some twenty runs here). Such an entry gets its function's first
+    line; the others are kept.
+    """
+    exc = excinfo.value
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if _lacks_line(exc.__traceback__):
+            exc.__traceback__ = _numbered(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    # ExceptionInfo keeps its own (type, value, tb); pytest has no public setter for it.
+    if hasattr(excinfo, "_excinfo") and _lacks_line(excinfo.tb):
+        excinfo._excinfo = (excinfo.type, excinfo.value, _numbered(excinfo.tb))
+        excinfo._traceback = None
+
+
+def _lacks_line(tb) -> bool:
+    while tb is not None:
+        if tb.tb_lineno is None:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _numbered(tb):
+    from types import TracebackType
+
+    entries = []
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    rebuilt = None
+    for entry in reversed(entries):
+        line = entry.tb_lineno if entry.tb_lineno is not None else entry.tb_frame.f_code.co_firstlineno
+        rebuilt = TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, line)
+    return rebuilt
+
+
 class NoSnapshotSummaryWhenCutShort:
     """Runs after syrupy's finish: its summary would now advise against the setting above; a cut-short run has none."""
 

@@ -318,6 +318,56 @@ def test_an_interrupted_run_exits_2_says_so_in_its_report_and_gives_no_snapshot_
     assert "This run was interrupted" in report.read_text(encoding="utf-8")
 
 
+def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_as_an_interrupt(evidence):
+    """A Ctrl-C whose traceback has an entry without a line number is reported by pytest as an interrupt, not a crash.
+
+    Ctrl-C lands wherever the interpreter is; on Python 3.11 that can be an
+    instruction no source line maps to, and its traceback entry's ``tb_lineno``
+    is None. pytest's terminal reporter formats the interrupt with
+    ``tb_lineno - 1``, so without help the run dies with a TypeError and exit
+    status 1 (it happened in CI to the interrupted-run claim above). The
+    plugin's ``pytest_keyboard_interrupt`` gives such entries their function's
+    first line before the reporter reads them. Shown on an interrupt built with
+    such an entry: formatting it fails as it is, and works once repaired.
+
+    Claim ID: P1.1
+    Question: Can Ctrl-C ever crash the run instead of stopping it?
+    问题：按 Ctrl-C 会不会让运行崩溃而不是停止？
+    中文：即使 Ctrl-C 的 traceback 中有一项没有行号，pytest 也把它报告为中断，而不是崩溃。
+    原因：Ctrl-C 落在解释器正在执行的任何位置；在 Python 3.11 上，那可能是一条没有对应源代码行的指令，其 traceback 项的 tb_lineno
+    为 None。pytest 的终端报告器用 tb_lineno - 1 格式化中断，于是运行会以 TypeError 和退出码 1 结束（CI 中上面那条中断结论就遇到过）。
+    插件的 pytest_keyboard_interrupt 在报告器读取之前，给这样的项填上其函数的首行行号。这里在一个带有这种项的中断上演示：原样格式化会失败，
+    修复后可以。
+    """
+    import types
+
+    from bertspec.plugin import give_line_numbers
+
+    def interrupt():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            # an instruction of this very function that no line maps to (try/except adds such), as a real Ctrl-C can hit
+            frame = sys._getframe()
+            lasti = next(start for start, _, line in frame.f_code.co_lines() if line is None)
+            e.__traceback__ = types.TracebackType(e.__traceback__, frame, lasti, -1)
+            return pytest.ExceptionInfo.from_exception(e)
+
+    def formatted(excinfo) -> str:
+        try:
+            return str(excinfo.getrepr(funcargs=True)).splitlines()[-1]
+        except TypeError as e:
+            return f"TypeError: {e}"
+
+    as_is, repaired = interrupt(), interrupt()
+    give_line_numbers(repaired)
+    rows = [(label, [entry._rawentry.tb_lineno for entry in excinfo.traceback], formatted(excinfo))
+            for label, excinfo in (("as Python left it", as_is), ("after the plugin's hook", repaired))]
+    evidence.table("formatting the interrupt", ["traceback", "line numbers", "last line of pytest's report"], rows)
+    assert None in rows[0][1] and rows[0][2].startswith("TypeError")
+    assert None not in rows[1][1] and "KeyboardInterrupt" in rows[1][2]
+
+
 def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec_command(tmp_path, evidence):
     """The wheel that ``pip install .`` builds holds the bundled model, the handbook's style and script, and the ``bertspec`` command.
 
