@@ -207,7 +207,7 @@ def load_class(folder, class_name: str, attn_implementation="eager", device="cpu
     return Loaded(model.to(device).eval(), set(info["missing_keys"]), set(info["unexpected_keys"]), first_lines)
 
 
-def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None, bundled=False) -> ModelUnderTest:
+def load(path=None, attn_implementation="eager", device="cpu", bundled=False) -> ModelUnderTest:
     """Load the family's MLM class (BertForMaskedLM, ...) from a folder (the bundled default when path is None), after
     validating the folder; ``bundled``: the folder is one of the bundled family models (--family).
 
@@ -227,7 +227,7 @@ def load(path=None, attn_implementation="eager", device="cpu", tokenizer=None, b
         raise CheckpointError(f"{folder}: encoder weights missing ({encoder_missing[0]}, ... {len(encoder_missing)} in all); this is not a BERT checkpoint")
     return ModelUnderTest(
         model=loaded.model,
-        tokenizer=tokenizer if tokenizer is not None else load_tokenizer(folder),
+        tokenizer=load_tokenizer(folder),
         attn_implementation=attn_implementation,
         device=device,
         source="bundled default" if path is None else f"bundled {family.name}" if bundled else str(folder),

@@ -318,7 +318,7 @@ def test_an_interrupted_run_exits_2_says_so_in_its_report_and_gives_no_snapshot_
     assert "This run was interrupted" in report.read_text(encoding="utf-8")
 
 
-def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_as_an_interrupt(evidence):
+def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_as_an_interrupt(request, evidence):
     """A Ctrl-C whose traceback has an entry without a line number is reported by pytest as an interrupt, not a crash.
 
     Ctrl-C lands wherever the interpreter is; on Python 3.11 that can be an
@@ -327,8 +327,10 @@ def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_
     ``tb_lineno - 1``, so without help the run dies with a TypeError and exit
     status 1 (it happened in CI to the interrupted-run claim above). The
     plugin's ``pytest_keyboard_interrupt`` gives such entries their function's
-    first line before the reporter reads them. Shown on an interrupt built with
-    such an entry: formatting it fails as it is, and works once repaired.
+    first line before the reporter reads them (tryfirst: before the terminal
+    reporter's own hook). Shown on an interrupt built with such an entry:
+    formatting it fails as it is (on the installed pytest, named in the
+    evidence), and works once repaired.
 
     Claim ID: P1.1
     Question: Can Ctrl-C ever crash the run instead of stopping it?
@@ -336,12 +338,12 @@ def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_
     中文：即使 Ctrl-C 的 traceback 中有一项没有行号，pytest 也把它报告为中断，而不是崩溃。
     原因：Ctrl-C 落在解释器正在执行的任何位置；在 Python 3.11 上，那可能是一条没有对应源代码行的指令，其 traceback 项的 tb_lineno
     为 None。pytest 的终端报告器用 tb_lineno - 1 格式化中断，于是运行会以 TypeError 和退出码 1 结束（CI 中上面那条中断结论就遇到过）。
-    插件的 pytest_keyboard_interrupt 在报告器读取之前，给这样的项填上其函数的首行行号。这里在一个带有这种项的中断上演示：原样格式化会失败，
-    修复后可以。
+    插件的 pytest_keyboard_interrupt 在报告器读取之前（tryfirst：先于终端报告器自己的 hook），给这样的项填上其函数的首行行号。
+    这里在一个带有这种项的中断上演示：原样格式化会失败（在所装的 pytest 上，版本见证据），修复后可以。
     """
     import types
 
-    from bertspec.plugin import give_line_numbers
+    from bertspec import plugin
 
     def interrupt():
         try:
@@ -359,13 +361,20 @@ def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_
         except TypeError as e:
             return f"TypeError: {e}"
 
+    def line_numbers(tb) -> list:
+        return [tb.tb_lineno] + line_numbers(tb.tb_next) if tb is not None else []
+
     as_is, repaired = interrupt(), interrupt()
-    give_line_numbers(repaired)
-    rows = [(label, [entry._rawentry.tb_lineno for entry in excinfo.traceback], formatted(excinfo))
+    plugin.give_line_numbers(repaired)
+    rows = [(label, line_numbers(excinfo.tb), formatted(excinfo))
             for label, excinfo in (("as Python left it", as_is), ("after the plugin's hook", repaired))]
-    evidence.table("formatting the interrupt", ["traceback", "line numbers", "last line of pytest's report"], rows)
+    hooked = [impl for impl in request.config.pluginmanager.hook.pytest_keyboard_interrupt.get_hookimpls()
+              if impl.function is plugin.pytest_keyboard_interrupt]
+    evidence.table(f"formatting the interrupt (pytest {pytest.__version__})",
+                   ["traceback", "line numbers", "last line of pytest's report"], rows)
     assert None in rows[0][1] and rows[0][2].startswith("TypeError")
     assert None not in rows[1][1] and "KeyboardInterrupt" in rows[1][2]
+    assert len(hooked) == 1 and hooked[0].tryfirst  # the plugin's hook is registered, and runs before the reporter's
 
 
 def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec_command(tmp_path, evidence):

@@ -122,7 +122,7 @@ def float64_summary(t: torch.Tensor) -> tuple:
     return x.mean().item(), x.std().item(), x.min().item(), x.max().item()
 
 
-def test_every_summary_equals_float64s_the_finfo_min_mask_included(bert, evidence):
+def test_every_summary_matches_a_float64_reduction_even_for_the_finfo_min_mask(bert, evidence):
     """Every step's mean, std, min and max equal float64's within 1e-5, the mask full of finfo(float32).min included.
 
     The summaries are sums reduced on the tensor's device in its own dtype (no

@@ -540,9 +540,9 @@ def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editi
     source file is changed and no method replaced: while tracing, every
     module's ``forward`` is still its class's own function and the installed
     modeling_bert.py hashes the same; after tracing the model holds exactly the
-    hooks it held before. (Not zero: transformers 5.x installs its own output-
-    capturing hooks, for good, the first time hidden states or attentions are
-    asked for.)
+    hooks it held before. (Not zero: transformers 5.x installs its own
+    output-capturing hooks, for good, the first time hidden states or
+    attentions are asked for.)
 
     Claim ID: P2.3a
     Question: How do I print the mask, scores and probabilities inside modeling_bert.py without editing it?

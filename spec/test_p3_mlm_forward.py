@@ -423,8 +423,9 @@ def test_the_feed_forward_and_head_activation_is_the_configured_gelu_not_its_oth
 def test_every_layernorm_standardises_each_position_then_scales_and_shifts_it_with_the_configured_eps(bert, evidence):
     """Every LayerNorm output is weight · (x − mean) / sqrt(var + eps) + bias per position, with the biased variance and the configured eps.
 
-    Written out in float64 for every LayerNorm the trace recorded (embeddings,
-    two per layer, the head's transform). The standardised part has mean 0 and
+    Written out in float64 for every LayerNorm of the model — each one the
+    trace recorded (embeddings, two per layer, the head's transform), and none
+    left out. The standardised part has mean 0 and
     variance 1 per position by construction, which is why the step table shows
     LayerNorm outputs with mean ≈ 0 and std ≈ 1 where the learned weight is
     near 1 and the bias near 0. Tolerance: TOL["layernorm_by_hand"], far below
@@ -434,12 +435,12 @@ def test_every_layernorm_standardises_each_position_then_scales_and_shifts_it_wi
     Question: What does BERT's LayerNorm compute, and with which eps?
     问题：BERT 的 LayerNorm 计算的是什么，eps 是多少？
     中文：每个 LayerNorm 的输出都是逐位置的 weight·(x−mean)/sqrt(var+eps)+bias，方差为有偏方差，eps 取自配置。
-    原因：对 trace 记录到的每个 LayerNorm（嵌入层、每层两个、预测头的 transform）用 float64 手工计算。标准化部分在每个
+    原因：对模型的每个 LayerNorm（trace 记录到的嵌入层、每层两个、预测头的 transform，一个不漏）用 float64 手工计算。标准化部分在每个
     位置上均值为 0、方差为 1，这正是步骤表中 LayerNorm 输出均值≈0、标准差≈1 的原因（当学到的 weight 接近 1、bias 接近 0）。
     容差 TOL["layernorm_by_hand"] 远小于 eps 错误或使用无偏方差造成的差异。
     """
     trace, _ = bert.trace(masked_batch(bert))
-    eps = getattr(bert.config, "layer_norm_eps", getattr(bert.config, "norm_eps", None))  # DistilBERT's is fixed, 1e-12
+    eps = getattr(bert.config, "layer_norm_eps", getattr(bert.config, "norm_eps", 1e-12))  # DistilBERT's is fixed, 1e-12
     rows = []
     norms = [(s.name, bert.module(s.name.split("@")[0])) for s in trace if f"{s.name}:input" in trace]
     names = [name for name, module in norms if isinstance(module, nn.LayerNorm)]  # ModernBERT's first attn_norm is Identity
@@ -451,10 +452,12 @@ def test_every_layernorm_standardises_each_position_then_scales_and_shifts_it_wi
         by_hand = z * module.weight.detach().double() + bias
         observed = trace.tensor(name)
         rows.append((name, module.eps, max_diff(observed.double(), by_hand), z.mean(-1).abs().max(), (z.std(-1, unbiased=False) - 1).abs().max()))
-        assert eps is None or module.eps == eps, name
+        assert module.eps == eps, name
         torch.testing.assert_close(observed, by_hand.float(), **TOL["layernorm_by_hand"], msg=lambda m, name=name: f"{name}: {m}")
     evidence.table("LayerNorm by hand (float64)", ["step", "eps", "max |module - by hand|", "max |mean z|", "max |std z - 1|"], rows)
-    assert len(names) >= 1 + 2 * bert.config.num_hidden_layers
+    checked = {id(bert.module(name.split("@")[0])) for name in names}
+    assert checked == {id(m) for m in bert.model.modules() if isinstance(m, nn.LayerNorm)}, "a LayerNorm went unchecked"
+    assert len(names) >= 1 + 2 * bert.config.num_hidden_layers  # ALBERT's shared norms: once per occurrence
 
 
 GELU_MINIMUM = -0.1700  # min of x·Φ(x), at x ≈ -0.7518 (the tanh variant's is the same to 4 decimals)
