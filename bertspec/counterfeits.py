@@ -18,8 +18,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from bertspec import masks
+from bertspec import hooks, masks
 from bertspec.loading import ModelUnderTest
+from bertspec.reference import additive_mask
 
 REGISTRY = {}
 APPLIES = {}  # name -> (model -> the reason it cannot be built for this model's family, or None)
@@ -50,20 +51,6 @@ def _only(*families):
 def described() -> dict[str, str]:
     """name -> the first paragraph of its docstring, for the handbook."""
     return {name: inspect.getdoc(cm).split("\n\n")[0].replace("\n", " ") for name, cm in REGISTRY.items()}
-
-
-@contextmanager
-def _hooked(module: torch.nn.Module, bert: ModelUnderTest, *, pre=None, post=None):
-    handles = []
-    if pre is not None:
-        handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-    if post is not None:
-        handles.append(module.register_forward_hook(post, with_kwargs=True))
-    try:
-        yield bert
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 # ---- the mask ----
@@ -151,7 +138,7 @@ def mask_token_hidden(bert: ModelUnderTest):
         attention = torch.ones_like(ids) if attention is None else attention
         return args, {**kwargs, "attention_mask": attention.masked_fill(ids == mask_id, 0)}
 
-    with _hooked(bert.encoder, bert, pre=pre):
+    with hooks.attached(bert.encoder, pre=pre):
         yield bert
 
 
@@ -164,7 +151,7 @@ def _default_positions(bert: ModelUnderTest, positions):
         if kwargs.get("position_ids") is not None or ids is None:
             return args, kwargs
         return args, {**kwargs, "position_ids": positions(ids)}
-    return _hooked(bert.encoder, bert, pre=pre)
+    return hooks.attached(bert.encoder, pre=pre)
 
 
 def _positions_from_zero(bert: ModelUnderTest) -> str | None:
@@ -196,7 +183,7 @@ def positions_from_mask(bert: ModelUnderTest):
             return args, kwargs
         return args, {**kwargs, "position_ids": (attention.cumsum(-1) - 1).clamp(min=0)}
 
-    with _hooked(bert.encoder, bert, pre=pre):
+    with hooks.attached(bert.encoder, pre=pre):
         yield bert
 
 
@@ -215,7 +202,7 @@ def token_types_ignored(bert: ModelUnderTest):
             return args, kwargs
         return args, {**kwargs, "token_type_ids": torch.zeros_like(kwargs["token_type_ids"])}
 
-    with _hooked(bert.module(bert.anatomy.embeddings), bert, pre=pre):
+    with hooks.attached(bert.module(bert.anatomy.embeddings), pre=pre):
         yield bert
 
 
@@ -288,7 +275,7 @@ def head_without_transform(bert: ModelUnderTest):
     def replace(module, args, kwargs):
         return (seen["sequence_output"], *args[1:]), kwargs
 
-    with _hooked(bert.module(bert.anatomy.head_dense), bert, pre=remember), _hooked(bert.decoder, bert, pre=replace):
+    with hooks.attached(bert.module(bert.anatomy.head_dense), pre=remember), hooks.attached(bert.decoder, pre=replace):
         yield bert
 
 
@@ -321,7 +308,7 @@ def logits_softmaxed(bert: ModelUnderTest):
         output.logits = output.logits.softmax(-1)
         return output
 
-    with _hooked(bert.model, bert, post=post):
+    with hooks.attached(bert.model, post=post):
         yield bert
 
 
@@ -354,7 +341,7 @@ def albert_layers_untied(bert: ModelUnderTest):
     def restart(module, args, kwargs):
         calls.clear()
 
-    with _hooked(bert.model, bert, pre=restart), _hooked(shared, bert, pre=pre, post=post):
+    with hooks.attached(bert.model, pre=restart), hooks.attached(shared, pre=pre, post=post):
         yield bert
 
 
@@ -383,12 +370,10 @@ def modernbert_all_global(bert: ModelUnderTest):
     def global_mask(mask, hidden):
         b, t = hidden.shape[:2]
         padding = seen["mask"] if seen["mask"] is not None else torch.ones(b, t, device=hidden.device)
-        hidden_keys = (padding == 0)[:, None, None, :].expand(b, 1, t, t)
-        return torch.zeros(b, 1, t, t, dtype=hidden.dtype, device=hidden.device).masked_fill(
-            hidden_keys, torch.finfo(hidden.dtype).min)
+        return additive_mask(padding, hidden.dtype).expand(b, 1, t, t)
 
     local = [module for _, module in bert.anatomy.self_attention_modules(bert.model) if is_local(module)]
-    with _hooked(bert.encoder, bert, pre=remember), masks.layer_mask_replaced(bert.model, global_mask, only=local):
+    with hooks.attached(bert.encoder, pre=remember), masks.layer_mask_replaced(bert.model, global_mask, only=local):
         yield bert
 
 
@@ -408,7 +393,7 @@ def loss_counting_ignored_positions(bert: ModelUnderTest):
             output.loss = loss_over_every_position(output.logits, labels)
         return output
 
-    with _hooked(bert.model, bert, post=post):
+    with hooks.attached(bert.model, post=post):
         yield bert
 
 
@@ -429,5 +414,5 @@ def gradient_only_at_labels(bert: ModelUnderTest):
             return output
         return torch.where((labels != -100)[..., None], output, output.detach())
 
-    with _hooked(bert.model, bert, pre=remember), _hooked(bert.module(bert.anatomy.embeddings), bert, post=post):
+    with hooks.attached(bert.model, pre=remember), hooks.attached(bert.module(bert.anatomy.embeddings), post=post):
         yield bert

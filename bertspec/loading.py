@@ -116,7 +116,7 @@ class ModelUnderTest:
         with the traced step ``anatomy.step(i, anatomy.attention_output)``."""
         a = self.anatomy
         with torch.no_grad():
-            return self.module(a.in_layer(0 if a.shared_layer else i, a.attention_output))(context)
+            return self.module(a.in_layer(i, a.attention_output))(context)
 
     @property
     def max_positions(self) -> int:

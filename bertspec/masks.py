@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bertspec import anatomy
+from bertspec import anatomy, hooks
+from bertspec.reference import additive_mask
 from bertspec.trace import mask_argument, mask_key
 
 
@@ -80,7 +81,7 @@ def layer_mask_replaced(model: torch.nn.Module, replace, only=None):
         hidden = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
         original = mask_argument(module, args, kwargs)
         if is_0_1(original):
-            new = as_0_1(replace(additive_keys(original, hidden.dtype), hidden), original)
+            new = as_0_1(replace(additive_mask(original, hidden.dtype), hidden), original)
         else:
             new = replace(original, hidden)
             if new is None and original is not None:  # ModernBERT's 4.57 attention adds its mask unconditionally
@@ -91,18 +92,8 @@ def layer_mask_replaced(model: torch.nn.Module, replace, only=None):
         return args, {**kwargs, key or "attention_mask": new}
 
     modules = only if only is not None else [m for _, m in anatomy.of_model(model).self_attention_modules(model)]
-    handles = [module.register_forward_pre_hook(hook, with_kwargs=True) for module in modules]
-    try:
+    with hooks.attached(*modules, pre=hook):
         yield model
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def additive_keys(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A 2D 0/1 mask as the additive [B, 1, 1, T] layer mask BERT would build from it."""
-    return torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype=dtype, device=mask.device).masked_fill(
-        (mask == 0)[:, None, None, :], torch.finfo(dtype).min)
 
 
 def as_0_1(new: torch.Tensor | None, original: torch.Tensor) -> torch.Tensor:

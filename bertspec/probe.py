@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import torch
 
-from bertspec import anatomy
+from bertspec import anatomy, hooks
 
 SHIFT = 1e30
 
@@ -30,9 +30,8 @@ def _layers(model) -> list[tuple[torch.nn.Module, slice, torch.nn.Module, int]]:
     a = anatomy.of_model(model)
     found = []
     for i in range(model.config.num_hidden_layers):
-        own = 0 if a.shared_layer else i
-        attention = model.get_submodule(a.resolve(model, a.attention(own)))
-        projection = model.get_submodule(a.resolve(model, a.in_layer(own, a.attention_output)))
+        attention = model.get_submodule(a.resolve(model, a.attention(i)))  # ALBERT: the shared layer, for every i
+        projection = model.get_submodule(a.resolve(model, a.in_layer(i, a.attention_output)))
         if a.fused_qkv is None:
             values, features = attention.get_submodule(a.value), slice(None)
         else:  # q, k, v side by side: v is the last third
@@ -44,25 +43,15 @@ def _layers(model) -> list[tuple[torch.nn.Module, slice, torch.nn.Module, int]]:
 
 
 @contextmanager
-def _hooks(pairs):
-    handles = [register(hook) for register, hook in pairs]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextmanager
 def _contexts(layers):
     """Every layer's context (B, T, C), the input of its output projection, in layer order."""
     seen = []
     projections = list(dict.fromkeys(projection for _, _, projection, _ in layers))
 
-    def hook(module, args):
+    def hook(module, args, kwargs):
         seen.append(args[0].detach())
 
-    with _hooks([(p.register_forward_pre_hook, hook) for p in projections]):
+    with hooks.attached(*projections, pre=hook):
         yield seen
 
 
@@ -70,7 +59,7 @@ def _on_call(occurrence: int, change):
     """A forward hook that applies ``change(output)`` on one call of its module (each forward counts from 0)."""
     calls = []
 
-    def hook(module, args, output):
+    def hook(module, args, kwargs, output):
         calls.append(None)
         return change(output) if len(calls) - 1 == occurrence else None
     return hook
@@ -91,7 +80,7 @@ def value_influence(model, inputs: dict, keys: torch.Tensor, shift: float = SHIF
             return shifted
 
         with torch.no_grad(), _contexts(layers) as shifted, \
-                _hooks([(values.register_forward_hook, _on_call(occurrence, shifted_values))]):
+                hooks.attached(values, post=_on_call(occurrence, shifted_values)):
             model(**inputs)
         b, t, c = base[i].shape
         delta = (shifted[i] - base[i]).abs().view(b, t, heads, c // heads).amax(-1)  # (B, T, H)
@@ -102,18 +91,15 @@ def value_influence(model, inputs: dict, keys: torch.Tensor, shift: float = SHIF
 def outputs_with_unit_values(model, inputs: dict) -> torch.Tensor:
     """(L, B, T, C): every layer's context with its value vectors replaced by ones: each entry is a row sum."""
     layers = _layers(model)
+    features = {id(values): f for values, f, _, _ in layers}
 
-    def ones(features):
-        def change(output):
-            replaced = output.clone()
-            replaced[..., features] = 1.0
-            return replaced
-        return change
+    def unit_values(module, args, kwargs, output):
+        replaced = output.clone()
+        replaced[..., features[id(module)]] = 1.0
+        return replaced
 
-    # Every call of every value projection, a shared layer's too: each module hooked once.
-    distinct = {id(values): (values, features) for values, features, _, _ in layers}.values()
-    hooks = [(values.register_forward_hook, lambda module, args, output, change=ones(features): change(output))
-             for values, features in distinct]
-    with torch.no_grad(), _hooks(hooks), _contexts(layers) as contexts:
+    # Every call of every value projection, a shared layer's too: attached hooks each module once.
+    with torch.no_grad(), hooks.attached(*(values for values, _, _, _ in layers), post=unit_values), \
+            _contexts(layers) as contexts:
         model(**inputs)
     return torch.stack(contexts).cpu()

@@ -83,7 +83,7 @@ def attends_globally(model, length: int) -> None:
                        f"input is {length} long", MODERNBERT_LOCAL)
 
 
-def additive_mask(model) -> None:
+def needs_additive_mask(model) -> None:
     """Skip where the family's attention takes the user's 0/1 mask and hides keys itself (DistilBERT on 4.57, eager)."""
     from bertspec import versions
 

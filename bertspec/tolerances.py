@@ -53,6 +53,12 @@ TOL = {
 }
 
 
+def kernel_tolerance(attn_implementation: str) -> dict:
+    """Two forwards of one model on inputs that must agree: eager adds and multiplies in the same order whatever
+    the input (exact); sdpa may pick another kernel for another mask or shape (float32_kernels)."""
+    return TOL["exact"] if attn_implementation == "eager" else TOL["float32_kernels"]
+
+
 def attention_component(score_max: float, value_max: float = 1.0) -> dict:
     """The reference's attention probabilities (value_max 1) or context against transformers', for scores up to score_max.
 

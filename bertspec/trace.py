@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bertspec import anatomy as anatomies
+from bertspec import anatomy as anatomies, hooks
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 # Values inside self-attention, recorded as ``<module>:<quantity>``.
@@ -303,6 +303,16 @@ def _sdpa_internals(args, kwargs):
     return scores, masked, torch.softmax(masked, dim=-1)
 
 
+def module_path(step_name: str) -> str:
+    """The module path a step name records: without its ``:quantity`` and ALBERT's ``@occurrence``."""
+    return step_name.partition(":")[0].partition("@")[0]
+
+
+def quantity(step_name: str) -> str:
+    """What a step records inside its module (``probs``, ``input``); for a module's output or a model input, its name."""
+    return step_name.rpartition(":")[2]
+
+
 class _Shape(NamedTuple):
     """What a shapes-only trace records of a derived value that it never computes."""
 
@@ -339,8 +349,8 @@ class StepFilter:
         if self.patterns is None:
             return True
         if name not in self._wanted:
-            quantity = name.rpartition(":")[2]
-            self._wanted[name] = any(p == quantity or fnmatch.fnmatchcase(name, p) for p in self.patterns)
+            recorded = quantity(name)
+            self._wanted[name] = any(p == recorded or fnmatch.fnmatchcase(name, p) for p in self.patterns)
         return self._wanted[name]
 
 
@@ -421,16 +431,11 @@ class Tracer:
         return f"{path}@{self._calls[path]}" if path in self._calls else path
 
     def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        hooks.remove(self._handles)
         self._statistics.settle()  # a forward that raised never reached the model's post-hook
 
     def _hook(self, module, pre=None, post=None):
-        if pre is not None:
-            self._handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-        if post is not None:
-            self._handles.append(module.register_forward_hook(post, with_kwargs=True))
+        self._handles += hooks.register(module, pre=pre, post=post)
 
     def _record_inputs(self, module, args, kwargs):
         self._calls.clear()  # a new forward pass: occurrences count from 0 again

@@ -13,8 +13,8 @@ from bertspec import scope
 from bertspec.__main__ import main as cli
 from bertspec.inputs import CHINESE, InputTooLongError, corpus_lines, texts_for
 from bertspec.masks import layer_mask_replaced
-from bertspec.tolerances import TOL
-from bertspec.trace import Step
+from bertspec.tolerances import kernel_tolerance
+from bertspec.trace import INTERNALS, Step, quantity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,7 +189,7 @@ def test_a_trace_records_only_what_its_options_ask_for(bert, evidence):
     first_layer = f"{bert.anatomy.layer(0)}."  # bert.encoder.layer.0. in BERT
     only, out_only = bert.trace(batch, keep_tensors=False, only=("probs", f"{first_layer}*"))
     underived, out_underived = bert.trace(batch, keep_tensors=False, derive=False)
-    internals = [n for n in full.names() if n.rpartition(":")[2] in ("scores", "scores+mask", "probs")]
+    internals = [n for n in full.names() if quantity(n) in INTERNALS]
     wanted = [n for n in full.names() if n.endswith(":probs") or n.startswith(first_layer)]
     evidence.table("steps recorded", ["trace", "steps", "with statistics", "derived"],
                    [(label, len(t), sum(s.mean is not None for s in t), sum(s.source == "derived" for s in t))
@@ -229,7 +229,7 @@ def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evi
     trace, _ = bert.trace(batch)
     n_heads = bert.config.num_attention_heads
     real = batch.attention_mask.bool()
-    tolerance = TOL["exact"] if bert.attn_implementation == "eager" else TOL["float32_kernels"]
+    tolerance = kernel_tolerance(bert.attn_implementation)
     rows = []
     for i in range(bert.config.num_hidden_layers):
         probs = trace.tensor(a.attention_step(i, "probs"))

@@ -15,7 +15,7 @@ from bertspec.figures import mask_path_figure
 from bertspec.inputs import pad_right
 from bertspec.modes import dropout_disabled, dropout_probabilities, training
 from bertspec.reference import additive_mask
-from bertspec.tolerances import TOL
+from bertspec.tolerances import TOL, kernel_tolerance
 
 
 def padded_batch(bert):
@@ -29,11 +29,6 @@ def unpadded_batch(bert):
 def padded_keys(batch) -> torch.Tensor:
     """(B, T) booleans: True where the key is a [PAD] position."""
     return batch.attention_mask.cpu() == 0
-
-
-def kernel_tolerance(bert) -> dict:
-    """Eager adds and multiplies in the same order whatever the mask; sdpa may pick another kernel."""
-    return TOL["exact"] if bert.attn_implementation == "eager" else TOL["float32_kernels"]
 
 
 @pytest.mark.counterfeits("mask_dropped")
@@ -122,7 +117,7 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
     （保留位置为 -0.0，因为 (1-1)*min = -0.0）；5.x eager 用另一种方式得到相同数值（+0.0）；
     5.x sdpa 直接传布尔 mask，不经过该公式，证据中会注明这一点。
     """
-    scope.additive_mask(bert)
+    scope.needs_additive_mask(bert)
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
     received = trace.all("attention_mask")[0].tensor
@@ -166,10 +161,8 @@ def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert,
     """
     batch = unpadded_batch(bert)
     trace, _ = bert.trace(batch)
+    scope.needs_additive_mask(bert)
     expected = versions.mask_form(bert.anatomy.family)[(versions.MAJOR, bert.attn_implementation, "unpadded")]
-    if expected.startswith("int"):
-        scope.differs(bert, f"on transformers {versions.VERSION} its eager attention receives the 0/1 mask itself and "
-                            "hides padded keys with masked_fill: no additive mask exists", scope.DISTILBERT_MASK)
     received = trace.all("attention_mask")[0].tensor
     all_zero = received.cpu() if received is not None else additive_mask(batch.attention_mask.cpu(), torch.float32)
     scores = trace.tensor(trace.all("scores")[0].name).cpu()
@@ -215,8 +208,8 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     evidence.table("max |difference| of the last hidden state", ["pair", "max abs diff"],
                    [("no mask vs all-ones 2D", (no_mask - all_ones).abs().max()),
                     ("all-zero 4D vs all-ones 2D", (all_zero - all_ones).abs().max())])
-    torch.testing.assert_close(no_mask, all_ones, **kernel_tolerance(bert))
-    torch.testing.assert_close(all_zero, all_ones, **kernel_tolerance(bert))
+    torch.testing.assert_close(no_mask, all_ones, **kernel_tolerance(bert.attn_implementation))
+    torch.testing.assert_close(all_zero, all_ones, **kernel_tolerance(bert.attn_implementation))
 
 
 @pytest.mark.counterfeits("mask_dropped", "mask_inverted")
@@ -362,7 +355,7 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
                    [("real tokens", (with_pad[real] - with_unk[real]).abs().max()),
                     ("padded positions", (with_pad[pad] - with_unk[pad]).abs().max())])
     assert torch.isfinite(with_pad[pad]).all()
-    torch.testing.assert_close(with_unk[real], with_pad[real], **kernel_tolerance(bert))
+    torch.testing.assert_close(with_unk[real], with_pad[real], **kernel_tolerance(bert.attn_implementation))
     assert not torch.allclose(with_unk[pad], with_pad[pad]), "padded positions' outputs should depend on their token"
 
 
@@ -417,7 +410,7 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     evidence.table("max |train - eval| on real tokens", ["dropout", "max abs diff"],
                    [(f"p in {sorted(p)}", (train_out - eval_out)[real].abs().max()),
                     ("all 0", (train_no_dropout - eval_out)[real].abs().max())])
-    torch.testing.assert_close(train_no_dropout[real], eval_out[real], **kernel_tolerance(bert))
+    torch.testing.assert_close(train_no_dropout[real], eval_out[real], **kernel_tolerance(bert.attn_implementation))
     if max(p, default=0) > 0:
         assert (train_out - eval_out)[real].abs().max() > 1e-3, "dropout is on but train mode changed nothing"
 

@@ -28,7 +28,7 @@ from bertspec.inputs import corpus_lines, texts_for
 from bertspec.modes import training
 from bertspec.reference import ACTIVATIONS, IGNORE_INDEX, additive_mask, from_model, mlm_loss, token_nll
 from bertspec.tolerances import TOL, attention_component
-from bertspec.trace import MODEL_INPUTS
+from bertspec.trace import MODEL_INPUTS, module_path
 
 SEED = 0
 
@@ -442,10 +442,10 @@ def test_every_layernorm_standardises_each_position_then_scales_and_shifts_it_wi
     trace, _ = bert.trace(masked_batch(bert))
     eps = getattr(bert.config, "layer_norm_eps", getattr(bert.config, "norm_eps", 1e-12))  # DistilBERT's is fixed, 1e-12
     rows = []
-    norms = [(s.name, bert.module(s.name.split("@")[0])) for s in trace if f"{s.name}:input" in trace]
+    norms = [(s.name, bert.module(module_path(s.name))) for s in trace if f"{s.name}:input" in trace]
     names = [name for name, module in norms if isinstance(module, nn.LayerNorm)]  # ModernBERT's first attn_norm is Identity
     for name in names:
-        module = bert.module(name.split("@")[0])
+        module = bert.module(module_path(name))
         x = trace.tensor(f"{name}:input").to(torch.float64)
         z = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
         bias = 0.0 if module.bias is None else module.bias.detach().double()  # ModernBERT's norms have none
@@ -455,7 +455,7 @@ def test_every_layernorm_standardises_each_position_then_scales_and_shifts_it_wi
         assert module.eps == eps, name
         torch.testing.assert_close(observed, by_hand.float(), **TOL["layernorm_by_hand"], msg=lambda m, name=name: f"{name}: {m}")
     evidence.table("LayerNorm by hand (float64)", ["step", "eps", "max |module - by hand|", "max |mean z|", "max |std z - 1|"], rows)
-    checked = {id(bert.module(name.split("@")[0])) for name in names}
+    checked = {id(bert.module(module_path(name))) for name in names}
     assert checked == {id(m) for m in bert.model.modules() if isinstance(m, nn.LayerNorm)}, "a LayerNorm went unchecked"
     assert len(names) >= 1 + 2 * bert.config.num_hidden_layers  # ALBERT's shared norms: once per occurrence
 

@@ -10,7 +10,6 @@ claim marks what it observed.
 """
 
 import copy
-import inspect
 import math
 
 import pytest
@@ -404,7 +403,7 @@ def test_a_block_diagonal_mask_packs_two_sentences_into_one_row_with_the_outputs
     4.57 为三维 0/1 mask；bertspec.masks.packed_mask），而且它的位置必须重新从 0 数起，因为位置嵌入是绝对的。这样两句的输出都等于
     各自单独运行时的输出（float32 内核容差）。诱人的捷径都会失败：没有分块 mask，两句会互相看见；不重启位置，第二句会在错开的位置上被读取。
     """
-    if "position_ids" not in inspect.signature(type(bert.encoder).forward).parameters:
+    if not scope.takes_position_ids(bert):
         scope.not_applicable(bert, f"{type(bert.encoder).__name__}.forward takes no position_ids in transformers "
                                    f"{versions.VERSION}: positions cannot restart inside a row")
     a, pad = bert.anatomy, bert.tokenizer.pad_token_id
@@ -523,7 +522,7 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
     """
     if bert.attn_implementation != "eager":
         pytest.skip("the probabilities are returned by eager attention only (sdpa's fused kernel keeps them)")
-    scope.additive_mask(bert)
+    scope.needs_additive_mask(bert)
     model = half_copies(bert, torch.float16)
     batch = bert.example()
     encoder = bert.anatomy.encoder(model)

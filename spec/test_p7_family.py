@@ -16,22 +16,13 @@ import torch.nn.functional as F
 
 from bertspec import anatomy, probe, scope, teeth, versions
 from bertspec.inputs import corpus_lines
-from bertspec.tolerances import TOL
-from bertspec.trace import is_local
+from bertspec.tolerances import TOL, kernel_tolerance
+from bertspec.trace import is_local, module_path
 
 
 def only(model, family: str) -> None:
     if model.anatomy.family != family:
         scope.not_applicable(model, f"a mechanism of {anatomy.FAMILIES[family].name}, shown on a {family} model")
-
-
-def kernel_tolerance(model) -> dict:
-    return TOL["exact"] if model.attn_implementation == "eager" else TOL["float32_kernels"]
-
-
-def module_path(step: str) -> str:
-    """The module path a step name records: without ``:quantity`` and ALBERT's ``@occurrence``."""
-    return step.split(":")[0].split("@")[0]
 
 
 # ---- P7.1 the same claims on each family ----
@@ -233,7 +224,7 @@ def test_albert_runs_one_layers_weights_num_hidden_layers_times_on_embeddings_pr
         again = again[0] if isinstance(again, tuple) else again
         follows = torch.equal(args[0], calls[k - 1][2]) if k else torch.equal(args[0], trace.tensor(a.embedding_output))
         rows.append((k, follows, (again - output).abs().max()))
-        torch.testing.assert_close(again, output, **kernel_tolerance(bert))
+        torch.testing.assert_close(again, output, **kernel_tolerance(bert.attn_implementation))
         assert follows, f"call {k} does not read call {k - 1}'s output"
     evidence.table("the shared layer, call by call", ["call", "reads the previous output", "max |its forward again - output|"],
                    rows)
