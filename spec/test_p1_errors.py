@@ -299,9 +299,12 @@ def test_an_interrupted_run_exits_2_says_so_in_its_report_and_gives_no_snapshot_
 
     report = tmp_path / "report.html"
     model = ["--bert-model", settings.model_path] if settings.model_path else []
+    # Ctrl-C reaches a foreground process, whose SIGINT is the default; a shell starts a background job with
+    # SIGINT ignored, and a child inherits that, so this run, started from one, would never be interrupted.
     process = subprocess.Popen([sys.executable, "-m", "pytest", "spec/test_p2_attention_mask.py", f"--html={report}",
                                 "-p", "no:cacheprovider", "-p", "no:randomly", *model], cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "collected" not in seen:  # the session has started: interrupt it before its tests are through
         seen += process.stdout.readline() or "collected (the process ended)"
