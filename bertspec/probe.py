@@ -46,12 +46,12 @@ def _layers(model) -> list[tuple[torch.nn.Module, slice, torch.nn.Module, int]]:
 def _contexts(layers):
     """Every layer's context (B, T, C), the input of its output projection, in layer order."""
     seen = []
-    projections = list(dict.fromkeys(projection for _, _, projection, _ in layers))
 
     def hook(module, args, kwargs):
         seen.append(args[0].detach())
 
-    with hooks.attached(*projections, pre=hook):
+    # A shared layer's projection is hooked once and called once per layer.
+    with hooks.attached(*(projection for _, _, projection, _ in layers), pre=hook):
         yield seen
 
 
