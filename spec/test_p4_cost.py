@@ -450,8 +450,8 @@ HOOKS_COST = ("a Python hook call and a record per step, a torch function mode t
 PASSES_COST = ("three read passes (min and max, sum, sum of squares) over every recorded value, about 32 M values per "
                "sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, the attention matrices, "
                "the logits), each pass a few hundred small reductions on 2 threads, 21-24 ms at batch 1 inside the forward "
-               "(3-4 times what the same calls take on tensors already in cache); only one fused, vectorised pass would "
-               "meet the aim, and torch has none on CPU; on top of the shapes-only cost")
+               "(3-4 times what the same calls take on tensors already in cache); only one fused pass faster than "
+               "torch's three would meet the aim, and neither numba nor inductor gave one; on top of the shapes-only cost")
 HOLDING_COST = ("fresh memory for every kept tensor: the allocator cannot reuse what the trace holds, so the kernel maps "
                 "and zeroes new pages (some 28 000 page faults for 110 MiB); on top of the shapes-only cost, since a "
                 "full trace computes its summaries when first read")
