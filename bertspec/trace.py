@@ -411,11 +411,11 @@ class Tracer:
 
     def __enter__(self):
         self._hook(self.model, pre=self._record_inputs, post=self._settle)
-        hooks = {"output": lambda n: (None, self._record_output(n)),
-                 "norm": lambda n: (self._record_input(n), self._record_output(n)),
-                 "attention": lambda n: (self._attention_pre(n), self._attention_post(n))}
+        by_kind = {"output": lambda n: (None, self._record_output(n)),
+                   "norm": lambda n: (self._record_input(n), self._record_output(n)),
+                   "attention": lambda n: (self._attention_pre(n), self._attention_post(n))}
         for path, kind, module in self.anatomy.traced(self.model):
-            pre, post = hooks[kind](path)
+            pre, post = by_kind[kind](path)
             if self._shared is not None and path.startswith(self._shared):
                 self._hook(module, pre=self._count_call(path))
             self._hook(module, pre=pre, post=post)
