@@ -32,9 +32,10 @@ occurrence, ``…albert_layers.0.attention@2:probs``.
 What a trace costs is chosen up front (:class:`Tracer`'s options), so that a
 user tracing a data set pays only for what they read: shapes only, summaries
 (the default) or full tensors; on sdpa, derived scores and probabilities or
-not; every step or only those a filter names. Summaries are sums reduced on the
-tensor's device, in its own dtype, and read back to the host once per forward
-(:class:`_Statistics`). spec/test_p4_cost.py times every option against the
+not; every step or only those a filter names. Summaries are four sums per step
+— on the CPU one fused pass over a float32 tensor (bertspec/_moments.c), else
+torch's reductions on the tensor's device — read back to the host once per
+forward (:class:`_Statistics`). spec/test_p4_cost.py times every option against the
 plain forward and against nnsight and TransformerLens.
 """
 
@@ -49,6 +50,15 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from bertspec import anatomy as anatomies, hooks
+
+try:  # the optional extension (pyproject.toml); without it every step takes torch's three passes
+    from bertspec import _moments
+except ImportError:  # not built (no C compiler at install), or a CPU without AVX2
+    _moments = None
+fused_moments = None if _moments is None else _moments.moments
+# Large tensors are summed on the threads torch runs its own kernels on, where torch runs them with OpenMP.
+ON_TORCHS_THREADS = (_moments is not None and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+                     and _moments.use_threads_of(torch._C.__file__))
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 # Values inside self-attention, recorded as ``<module>:<quantity>``.
@@ -79,10 +89,17 @@ class _Statistics:
     table is allocated before the forward's own tensors: some 800 small results
     kept alive among them instead would fragment the heap, and the forward's
     large blocks would come from freshly faulted pages (30 000 faults at batch 8).
+
+    A contiguous float32 tensor on the CPU — nearly every step — is summed by
+    :data:`fused_moments`: one read of its values instead of torch's three (one
+    share per thread of torch's OpenMP team from 32 768 values on), the sums
+    accumulated in float64 and written straight into the float64 table.
     """
 
     def __init__(self):
         self._tables = {}  # (device, dtype) -> a (rows, 4) table of sums
+        self._rows = {}  # (device, dtype) -> its table's rows (len() of a tensor is a Python call)
+        self._addresses = {}  # (device, dtype) -> its table's address, where fused_moments writes
         self._used = {}  # (device, dtype) -> rows written in this forward
         self._pending = []  # (step, element count, its table's key, its row)
         self._last = None  # (value, its version, key, row): the next step is often the same tensor
@@ -94,21 +111,32 @@ class _Statistics:
         if last is not None and last[0] is value and last[1] == value._version:
             key, row = last[2], last[3]
         else:
-            t = _summable(value.detach(), wide)
-            key = (t.device, t.dtype)
-            row = self._next_row(key)
-            torch.stack(_sums(t), out=self._tables[key][row])
+            key, row = self._sum(value, wide)
             self._last = (value, value._version, key, row)
         self._pending.append((step, value.numel(), key, row))
 
+    def _sum(self, t: torch.Tensor, wide: bool) -> tuple:
+        """Write t's four sums into a free row of a table; return (the table's key, the row)."""
+        if fused_moments is not None and t.dtype is torch.float32 and t.is_cpu and t.is_contiguous() and t.numel():
+            row = self._next_row(FUSED)
+            if not fused_moments(t.data_ptr(), t.numel(), self._addresses[FUSED] + row * FUSED_ROW_BYTES):
+                # inf or NaN among the values: torch's min and max propagate NaN, the fused lanes do not.
+                torch.stack(_sums(t.detach().to(torch.float64)), out=self._tables[FUSED][row])
+            return FUSED, row
+        t = _summable(t.detach(), wide)
+        key = (t.device, t.dtype)
+        row = self._next_row(key)
+        torch.stack(_sums(t), out=self._tables[key][row])
+        return key, row
+
     def _next_row(self, key) -> int:
         """A free row of key's table; a full table is doubled (256 rows hold one BERT forward)."""
-        used, table = self._used.get(key, 0), self._tables.get(key)
-        if table is None or used == len(table):
+        used = self._used.get(key, 0)
+        if used == self._rows.get(key, 0):
             grown = torch.empty(max(2 * used, 256), 4, dtype=key[1], device=key[0])
             if used:
-                grown[:used] = table
-            self._tables[key] = grown
+                grown[:used] = self._tables[key]
+            self._tables[key], self._rows[key], self._addresses[key] = grown, len(grown), grown.data_ptr()
         self._used[key] = used + 1
         return used
 
@@ -121,8 +149,12 @@ class _Statistics:
         self._used.clear()
 
 
+FUSED = (torch.device("cpu"), torch.float64)  # the table fused_moments writes into
+FUSED_ROW_BYTES = 4 * 8  # a row of four float64 sums
+
+
 def _summable(t: torch.Tensor, wide: bool) -> torch.Tensor:
-    """t itself, or a float64 copy where float32 sums would overflow or round.
+    """t itself, or a float64 copy where float32 sums would overflow or round (torch's reductions).
 
     float32 and float64 are summed in their own dtype, without a copy: a copy
     costs more than the three passes that only read. ``wide`` values — the

@@ -31,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bertspec import anatomy, cost, loading, masks
+from bertspec import trace as trace_module
 from bertspec.checkpoints import BERT_BASE_CHINESE
 from bertspec.figures import ratio_figure
 from bertspec.inputs import Batch
@@ -447,11 +448,19 @@ HOOKS_COST = ("a Python hook call and a record per step, a torch function mode t
               "and opening the tracer (about 250 hooks registered, then removed: 1.4 ms): 5 ms per forward on a 12-layer "
               "model of width 8, 7-11 ms at bert-base size (2.4-3.8 % at batch 1), where the rounds' spread on a shared "
               "machine is of the same size")
-PASSES_COST = ("three read passes (min and max, sum, sum of squares) over every recorded value, about 32 M values per "
-               "sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, the attention matrices, "
-               "the logits), each pass a few hundred small reductions on 2 threads, 21-24 ms at batch 1 inside the forward "
-               "(3-4 times what the same calls take on tensors already in cache); only one fused pass faster than "
-               "torch's three would meet the aim, and neither numba nor inductor gave one; on top of the shapes-only cost")
+SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec._moments)" if trace_module.ON_TORCHS_THREADS
+             else "one read pass per step, on one thread (bertspec._moments)" if trace_module.fused_moments is not None
+             else "torch's three read passes per step (bertspec._moments is not built here)")
+VALUES_READ = ("about 32 M values per sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, "
+               "the attention matrices, the logits: 128 MB of float32)")
+PASSES_COST = {
+    True: f"{SUMMED_BY} over {VALUES_READ}, 3-4 ms at batch 1 and 25-30 ms at batch 8 inside the forward (torch's three "
+          "passes: 21-24 and 121-124 ms), and a Python call per step; on top of the shapes-only cost",
+    False: f"{SUMMED_BY} over {VALUES_READ}: 5-10 ms at batch 1 and 50-80 ms at batch 8 inside the forward on one "
+           "thread, half of each tensor read from the other core's cache; on top of the shapes-only cost",
+    None: f"{SUMMED_BY} over {VALUES_READ}, 21-24 ms at batch 1 inside the forward: the compiled one-pass summary "
+          "needs a C compiler at install and a CPU with AVX2",
+}[trace_module.ON_TORCHS_THREADS if trace_module.fused_moments is not None else None]
 HOLDING_COST = ("fresh memory for every kept tensor: the allocator cannot reuse what the trace holds, so the kernel maps "
                 "and zeroes new pages (some 28 000 page faults for 110 MiB); on top of the shapes-only cost, since a "
                 "full trace computes its summaries when first read")
@@ -495,8 +504,8 @@ def test_a_traced_forward_gives_the_plain_forwards_logits_at_a_measured_overhead
     function unchanged, so the logits are identical (asserted before timing).
     Each way is timed round by round beside the plain forward, at batch 1 and
     8, sequence 128, bert-base size; aims for traced ÷ plain: shapes only ≤ 1.03
-    (hooks and records), summaries ≤ 1.05 (statistics: sums reduced on the
-    device, read back once per forward), full tensors ≤ 1.10 (no copies: the
+    (hooks and records), summaries ≤ 1.05 (statistics: on the CPU one read
+    pass per step, P1.3, read back once per forward), full tensors ≤ 1.10 (no copies: the
     trace holds the tensors the forward made, and computes their summaries when
     first read: that read is timed too, and its ratio reported). On sdpa,
     deriving scores and probabilities recomputes what the fused kernel skips;
@@ -510,7 +519,7 @@ def test_a_traced_forward_gives_the_plain_forwards_logits_at_a_measured_overhead
     中文：带 trace 的前向返回与普通前向逐位相同的 logits；每种 trace 方式增加的耗时按其目标测量。
     原因：tracer 只观察：钩子与 torch function mode 原样调用每个函数，因此 logits 完全相同（计时前先断言）。
     每种方式与普通前向逐轮交替计时，batch 1 与 8、序列 128、bert-base 规模；traced ÷ plain 的目标：只记形状 ≤ 1.03
-    （钩子与记录），摘要 ≤ 1.05（统计量：在设备上归约求和，每次前向只读回主机一次），完整张量 ≤ 1.10（不复制：trace
+    （钩子与记录），摘要 ≤ 1.05（统计量：在 CPU 上每一步只读一遍，见 P1.3，每次前向只读回主机一次），完整张量 ≤ 1.10（不复制：trace
     持有前向自己产生的张量，并在首次读取时才计算摘要：这次读取也计时，其比值一并报告）。在 sdpa 上，推导分数与概率要重算
     融合内核跳过的部分，在 batch 1 单独计时；步骤过滤（只记 mask 与概率）也单独计时。未达到的目标连同其开销的构成写入 JSON。
     """
@@ -527,14 +536,15 @@ def test_a_traced_forward_gives_the_plain_forwards_logits_at_a_measured_overhead
     timed(benchmark, run, settings.device, group_name=group(shape), key=f"{way} {implementation} {shape}",
           baseline=partial(logits, model, batch), vs=forward_key(implementation, shape), ratio_name=f"{way} ÷ plain",
           rounds=tracer_rounds(shape), steps=len(trace), held_bytes=cost.held_bytes(kept), read_seconds=read_seconds,
-          **target)
+          summed_by=SUMMED_BY, **target)
     if kept:
         traced, plain = getattr(benchmark.stats.stats, cost.STATISTIC), min(benchmark.extra_info["baseline_seconds"])
         benchmark.extra_info["ratios"] = {READ_RATIO: (traced + read_seconds) / plain}
     values = [s for s in trace if s.shape is not None]
-    evidence.table("the traced forward", ["steps", "with statistics", "with a tensor kept", "held (MiB)", "derived"],
-                   [(len(trace), sum(s.mean is not None for s in values), len(kept), cost.held_bytes(kept) / 2.0**20,
-                     sum(s.source == "derived" for s in trace))])
+    evidence.table("the traced forward", ["steps", "with statistics", "summed by", "with a tensor kept", "held (MiB)",
+                                          "derived"],
+                   [(len(trace), sum(s.mean is not None for s in values), SUMMED_BY, len(kept),
+                     cost.held_bytes(kept) / 2.0**20, sum(s.source == "derived" for s in trace))])
     evidence.table("this run", ["ratio", "value", "target"], this_runs_ratios(benchmark))
     assert all((s.mean is not None) == way.options.get("summaries", True) for s in values)
     assert len(kept) == (len(values) if way.options.get("keep_tensors") else 0)
