@@ -279,9 +279,9 @@ def test_without_the_compiled_pass_torchs_reductions_give_the_same_summaries(mon
     in float64 for the mask-holding (wide) steps. The same edge cases are
     checked against float64; two are beyond float32 sums of squares and shown,
     not asserted: ±finfo.max, whose squares overflow, and a spread 30 000
-    times smaller than the mean, which float32's 7 digits cannot hold. No
-    trace step of a BERT-family model is like either (P1.3 above holds on every
-    checkpoint without the extension too).
+    times smaller than the mean, which float32's 7 digits cannot hold. No step
+    of the traces this spec checks is like either: before the extension, the
+    claim above passed with torch's reductions alone on every checkpoint CI runs.
 
     Claim ID: P1.3
     Question: Without the compiled pass, are the summaries still exact enough?
@@ -289,8 +289,8 @@ def test_without_the_compiled_pass_torchs_reductions_give_the_same_summaries(mon
     中文：没有编译的一遍时，torch 的归约在同样的边界情况上给出同样的摘要，两种情况除外。
     原因：缺少 bertspec._moments（其他设备、dtype 或机器）时，tracer 用 torch 求和：aminmax、sum 与点积按张量自身的 dtype，
     持有 mask 的（wide）步骤用 float64。同样的边界情况与 float64 比较；有两种超出 float32 平方和的能力，只展示不断言：
-    ±finfo.max（平方溢出），以及比均值小三万倍的离散度（float32 的 7 位有效数字容不下）。BERT 家族模型的 trace 步骤都不属于这两种
-    （上面的 P1.3 在没有扩展时对每个 checkpoint 也成立）。
+    ±finfo.max（平方溢出），以及比均值小三万倍的离散度（float32 的 7 位有效数字容不下）。本规范检查的 trace 中没有这样的步骤：
+    在有这个扩展之前，上面那条只用 torch 的归约就在 CI 运行的每个 checkpoint 上通过。
     """
     rows = edge_case_errors(monkeypatch, fused=False)
     evidence.table("torch's passes against a float64 reduction", ["values", "count", "largest relative error", "beyond float32"],

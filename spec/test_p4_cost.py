@@ -454,9 +454,10 @@ SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec._mo
 VALUES_READ = ("about 32 M values per sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, "
                "the attention matrices, the logits: 128 MB of float32)")
 PASSES_COST = {
-    True: f"{SUMMED_BY} over {VALUES_READ}, 3-4 ms at batch 1 and 25-30 ms at batch 8 inside the forward (torch's three "
-          "passes: 21-24 and 121-124 ms), and a Python call per step; on top of the shapes-only cost",
-    False: f"{SUMMED_BY} over {VALUES_READ}: 5-10 ms at batch 1 and 50-80 ms at batch 8 inside the forward on one "
+    True: f"{SUMMED_BY} over {VALUES_READ}, 3.3 ms at batch 1 and 26.5 ms at batch 8 inside the forward (eager; torch's "
+          "three passes: 21-24 and 121-124 ms), and a Python call per step; on top of the shapes-only cost, and within "
+          "the spread of the plain forward's own rounds (4-10 % at batch 1)",
+    False: f"{SUMMED_BY} over {VALUES_READ}: 4.5-10 ms at batch 1 and 52-78 ms at batch 8 inside the forward on one "
            "thread, half of each tensor read from the other core's cache; on top of the shapes-only cost",
     None: f"{SUMMED_BY} over {VALUES_READ}, 21-24 ms at batch 1 inside the forward: the compiled one-pass summary "
           "needs a C compiler at install and a CPU with AVX2",
