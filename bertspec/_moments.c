@@ -179,5 +179,7 @@ PyMODINIT_FUNC PyInit__moments(void) {
         PyErr_SetString(PyExc_ImportError, "bertspec._moments needs a CPU with AVX2 and FMA");
         return NULL;
     }
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && PyModule_AddIntConstant(created, "PARALLEL_MIN", PARALLEL_MIN) < 0) Py_CLEAR(created);
+    return created;
 }

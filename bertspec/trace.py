@@ -35,8 +35,8 @@ user tracing a data set pays only for what they read: shapes only, summaries
 not; every step or only those a filter names. Summaries are four sums per step
 — on the CPU one fused pass over a float32 tensor (bertspec/_moments.c), else
 torch's reductions on the tensor's device — read back to the host once per
-forward (:class:`_Statistics`). spec/test_p4_cost.py times every option against the
-plain forward and against nnsight and TransformerLens.
+forward (:class:`_Statistics`). spec/test_p4_cost.py times every option against
+the plain forward and against nnsight and TransformerLens.
 """
 
 import fnmatch
@@ -52,13 +52,15 @@ from torch.overrides import TorchFunctionMode
 from bertspec import anatomy as anatomies, hooks
 
 try:  # the optional extension (pyproject.toml); without it every step takes torch's three passes
-    from bertspec import _moments
-except ImportError:  # not built (no C compiler at install), or a CPU without AVX2
-    _moments = None
-fused_moments = None if _moments is None else _moments.moments
+    from bertspec import _moments as compiled
+    MOMENTS_MISSING = None
+except ImportError as missing:  # not built (no C compiler at install), or a CPU without AVX2
+    compiled, MOMENTS_MISSING = None, str(missing)
+fused_moments = None if compiled is None else compiled.moments
 # Large tensors are summed on the threads torch runs its own kernels on, where torch runs them with OpenMP.
-ON_TORCHS_THREADS = (_moments is not None and "parallel backend: OpenMP" in torch.__config__.parallel_info()
-                     and _moments.use_threads_of(torch._C.__file__))
+ON_TORCHS_THREADS = (compiled is not None and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+                     and compiled.use_threads_of(torch._C.__file__))
+SHARED_FROM = None if compiled is None else compiled.PARALLEL_MIN  # values from which a pass is shared among threads
 
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 # Values inside self-attention, recorded as ``<module>:<quantity>``.

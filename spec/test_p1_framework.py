@@ -17,12 +17,6 @@ from bertspec.tolerances import kernel_tolerance
 from bertspec import trace as trace_module
 from bertspec.trace import INTERNALS, Step, _Statistics, quantity
 
-try:
-    from bertspec._moments import moments as FUSED
-    FUSED_MISSING = None
-except ImportError as missing:  # the optional extension did not build, or this CPU lacks AVX2
-    FUSED, FUSED_MISSING = None, str(missing)
-
 ROOT = Path(__file__).resolve().parent.parent
 
 def expected_order(a, n_layers: int) -> list[str]:
@@ -130,8 +124,8 @@ def float64_summary(t: torch.Tensor) -> tuple:
 
 
 def summary_error(got: tuple, want: tuple) -> float:
-    """The largest error of a summary against float64's: relative to the larger of |value| and the spread
-    (a min of 1e-9 in values of size 1 is exact enough); a non-finite value must be exactly float64's (nan: nan)."""
+    """The largest error of a summary (mean, std, min, max) against float64's, each relative to the larger of
+    itself and the finite ones of |mean| and std; a value float64 gives as non-finite must be exactly that."""
     finite = [v for v in want[:2] if math.isfinite(v)]
     scale = max([abs(v) for v in finite] + [1e-30])
     errors = [abs(g - w) / max(abs(w), scale) if math.isfinite(w) else (0.0 if str(g) == str(w) else math.inf)
@@ -201,9 +195,10 @@ def edge_cases() -> dict[str, tuple[torch.Tensor, bool, str | None]]:
     cases["subnormal values"] = (torch.randn(100, generator=g) * f32.smallest_normal / 8, False, None)
     cases["a constant, 0.1"] = (torch.full((1000,), 0.1), False, None)
     cases["1000 + 0.03 × N(0, 1)"] = (1000 + 0.03 * torch.randn(1000, generator=g), False, spread)
-    for value, n in ((math.inf, 1000), (math.nan, 1000), (math.nan, 40_000)):
+    shared = (trace_module.SHARED_FROM or 32_768) + 7_000
+    for value, n in ((math.inf, 1000), (math.nan, 1000), (math.nan, shared)):
         x = torch.randn(n, generator=g)
-        x[n // 2 + 10] = value  # in the second thread's share, where the pass is shared
+        x[n // 2 + 10] = value  # in the second half: the second thread's share where the pass is shared
         cases[f"{n} values, one of them {value}"] = (x, False, None)
     scores = torch.randn(1000, generator=g).masked_fill(every_third, -math.inf)
     cases["scores with -inf where masked"] = (scores, True, None)
@@ -220,12 +215,11 @@ def summarised(values: torch.Tensor, wide: bool) -> tuple:
 
 def edge_case_errors(monkeypatch, fused: bool) -> list[tuple]:
     """(case, values, largest error, why torch's passes fail it) for every edge case, on one summing path."""
-    if not fused:
-        monkeypatch.setattr(trace_module, "fused_moments", None)
-    rows = [(name, values.numel(), summary_error(summarised(values, wide), float64_summary(values)), limit)
-            for name, (values, wide, limit) in edge_cases().items()]
-    monkeypatch.undo()
-    return rows
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(trace_module, "fused_moments", None)
+        return [(name, values.numel(), summary_error(summarised(values, wide), float64_summary(values)), limit)
+                for name, (values, wide, limit) in edge_cases().items()]
 
 
 def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_case(bert, monkeypatch, evidence):
@@ -238,8 +232,8 @@ def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_cas
     torch's OpenMP team runs its own kernels on: sum and sum of squares in
     float64 lanes, where a float32 square is exact and no float32 input can
     overflow, min and max in float32 lanes, exact. inf or nan make the sums
-    non-finite; the step is then
-    summed by torch, whose min and max propagate nan as float64's do. Checked
+    non-finite; the step is then summed by torch, whose min and max propagate
+    nan as float64's do. Checked
     on lengths around the loop's stride and on every edge value, against a
     float64 copy reduced by torch; and every float32 step of the bundled
     model's trace goes through the one pass. Skipped where the optional
@@ -250,21 +244,23 @@ def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_cas
     问题：一次读完的快速摘要和 float64 归约一样准确吗？
     中文：编译的一次读完摘要在 trace 遇到的每种边界情况上都等于 float64 的结果，并且 trace 的每个 float32 步骤都由它求和。
     原因：torch 用三遍（aminmax、sum、dot）汇总张量；在前向中每一遍都要重读前向已经离开的内存，约占 bert-base 在 batch 1
-    的前向的 7%（P4.2b）。bertspec/_moments.c 每个值只读一次、一次 8 个（AVX2），从 32 768 个值起由 torch 的 OpenMP 线程组分担：和与平方和用 float64 通道累加——float32 的平方在
-    其中是精确的，任何 float32 输入都不会溢出——最小值与最大值用 float32 通道，精确。inf 或 nan 使和非有限，此时该步骤改由 torch
+    的前向的 7%（P4.2b）。bertspec/_moments.c 每个值只读一次、一次 8 个（AVX2），从 32 768 个值起由 torch 的 OpenMP
+    线程组分担：和与平方和用 float64 通道累加——float32 的平方在其中是精确的，任何 float32 输入都不会溢出——最小值与最大值用 float32 通道，精确。inf 或 nan 使和非有限，此时该步骤改由 torch
     求和，其最小值与最大值像 float64 一样传播 nan。在循环步长附近的各种长度与每种边界值上与 torch 归约的 float64 副本比较；
     内置模型 trace 的每个 float32 步骤都走这一遍。可选扩展没有编译成功时（没有 C 编译器，或 CPU 没有 AVX2）跳过。
     """
-    if trace_module.fused_moments is None:
-        pytest.skip(f"the optional extension bertspec._moments is not built here ({FUSED_MISSING}): "
+    one_pass = trace_module.fused_moments
+    if one_pass is None:
+        pytest.skip(f"the optional extension bertspec._moments is not built here ({trace_module.MOMENTS_MISSING}): "
                     "the tracer sums with torch's reductions, checked by the next claim")
     rows = edge_case_errors(monkeypatch, fused=True)
     calls = []
-    monkeypatch.setattr(trace_module, "fused_moments", lambda *args: calls.append(args) or FUSED(*args))
+    monkeypatch.setattr(trace_module, "fused_moments", lambda *args: calls.append(args) or one_pass(*args))
     traced, _ = bert.trace(bert.example(), keep_tensors=True)
     float32_steps = [s for s in traced if s.tensor is not None and s.tensor.dtype == torch.float32]
     evidence.table("one pass against a float64 reduction", ["values", "count", "largest relative error"],
-                   [row[:3] for row in rows])
+                   [row[:3] for row in rows], note=f"shared among torch's threads from {trace_module.SHARED_FROM} "
+                                                   f"values: {'yes' if trace_module.ON_TORCHS_THREADS else 'no'}")
     evidence.table("the bundled model's trace", ["float32 steps", "summed in one pass", "other steps"],
                    [(len(float32_steps), len(calls), len(traced) - len(float32_steps))])
     assert all(error <= SUMMARY_ERROR for _, _, error, _ in rows), rows

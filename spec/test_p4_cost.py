@@ -453,15 +453,16 @@ SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec._mo
              else "torch's three read passes per step (bertspec._moments is not built here)")
 VALUES_READ = ("about 32 M values per sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, "
                "the attention matrices, the logits: 128 MB of float32)")
-PASSES_COST = {
-    True: f"{SUMMED_BY} over {VALUES_READ}, 3.3 ms at batch 1 and 26.5 ms at batch 8 inside the forward (eager; torch's "
-          "three passes: 21-24 and 121-124 ms), and a Python call per step; on top of the shapes-only cost, and within "
-          "the spread of the plain forward's own rounds (4-10 % at batch 1)",
-    False: f"{SUMMED_BY} over {VALUES_READ}: 4.5-10 ms at batch 1 and 52-78 ms at batch 8 inside the forward on one "
-           "thread, half of each tensor read from the other core's cache; on top of the shapes-only cost",
-    None: f"{SUMMED_BY} over {VALUES_READ}, 21-24 ms at batch 1 inside the forward: the compiled one-pass summary "
-          "needs a C compiler at install and a CPU with AVX2",
-}[trace_module.ON_TORCHS_THREADS if trace_module.fused_moments is not None else None]
+PASSES_COST = (
+    f"{SUMMED_BY} over {VALUES_READ}, 3.3 ms at batch 1 and 26.5 ms at batch 8 inside the forward (eager; torch's "
+    "three passes: 21-24 and 121-124 ms), and a Python call per step; on top of the shapes-only cost, and within "
+    "the spread of the plain forward's own rounds (4-10 % at batch 1)"
+    if trace_module.ON_TORCHS_THREADS else
+    f"{SUMMED_BY} over {VALUES_READ}: 4.5-10 ms at batch 1 and 52-78 ms at batch 8 inside the forward on one "
+    "thread, half of each tensor read from the other core's cache; on top of the shapes-only cost"
+    if trace_module.fused_moments is not None else
+    f"{SUMMED_BY} over {VALUES_READ}, 21-24 ms at batch 1 inside the forward: the compiled one-pass summary "
+    "needs a C compiler at install and a CPU with AVX2")
 HOLDING_COST = ("fresh memory for every kept tensor: the allocator cannot reuse what the trace holds, so the kernel maps "
                 "and zeroes new pages (some 28 000 page faults for 110 MiB); on top of the shapes-only cost, since a "
                 "full trace computes its summaries when first read")
