@@ -27,11 +27,11 @@ SHIFT = 1e30
 def _layers(model) -> list[tuple[torch.nn.Module, slice, torch.nn.Module, int]]:
     """Per layer: the Linear that makes its values, which of its output features they are, the output projection
     (whose input is the context), and which call of those modules the layer is."""
-    a, modules = anatomy.of_model(model), anatomy.module_paths(model)
+    a = anatomy.of_model(model)
     found = []
     for i in range(model.config.num_hidden_layers):
-        attention = modules[a.resolve(model, a.attention(i), modules)]  # ALBERT: the shared layer, for every i
-        projection = modules[a.resolve(model, a.in_layer(i, a.attention_output), modules)]
+        _, attention = a.locate(model, a.attention(i))  # ALBERT: the shared layer, for every i
+        _, projection = a.locate(model, a.in_layer(i, a.attention_output))
         if a.fused_qkv is None:
             values, features = attention.get_submodule(a.value), slice(None)
         else:  # q, k, v side by side: v is the last third

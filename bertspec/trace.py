@@ -11,11 +11,14 @@ How each value is obtained, without editing transformers:
 * which modules to record is read from the family's anatomy (bertspec.anatomy):
   BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA or ModernBERT, as the MLM class
   or as the base model alone;
-* module outputs and LayerNorm inputs: forward hooks and pre-hooks;
+* module outputs and LayerNorm inputs: forward hooks (a norm's input is still
+  at hand when it returns);
 * the mask *as the self-attention module received it*: a pre-hook reading its
   mask argument (a tensor, or ``None`` when transformers skipped building one);
 * inside attention, a ``TorchFunctionMode`` is active only while the
-  self-attention module runs. On the eager path it observes the score matrix
+  self-attention module runs, from the moment its input projections (q, k, v)
+  have returned: every torch call it sees goes through Python, and none of
+  those before can be a score. On the eager path it observes the score matrix
   entering ``scores + mask`` (or DistilBERT's ``masked_fill`` on 4.57), the
   softmax input and output. On the sdpa path the fused kernel hides them, so
   the mode observes the kernel's arguments (q, k, v, mask, scale) and the
@@ -376,16 +379,16 @@ class StepFilter:
     """
 
     def __init__(self, only=None):
-        self.patterns = None if only is None else ([only] if isinstance(only, str) else list(only))
-        self._wanted = {}  # name -> bool; the same names recur at every forward
+        self.patterns = None if only is None else ((only,) if isinstance(only, str) else tuple(only))
 
     def __call__(self, name: str) -> bool:
-        if self.patterns is None:
-            return True
-        if name not in self._wanted:
-            recorded = quantity(name)
-            self._wanted[name] = any(p == recorded or fnmatch.fnmatchcase(name, p) for p in self.patterns)
-        return self._wanted[name]
+        return self.patterns is None or _names(self.patterns, name)
+
+
+@functools.lru_cache(maxsize=2**16)  # the same names and patterns recur at every forward, and a tracer per batch
+def _names(patterns: tuple, name: str) -> bool:
+    recorded = quantity(name)
+    return any(p == recorded or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 class Tracer:
@@ -422,6 +425,8 @@ class Tracer:
         self._handles = []
         self._shared = self.anatomy.shared_prefix(model)
         self._calls: dict[str, int] = {}
+        self._projections: dict[str, int] = {}  # self-attention path -> how many input projections it has
+        self._watch = None  # [the function mode for the running self-attention, projections still to run]
 
     def record(self, name, value, source="observed", wide=False):
         """Append the step ``name``; ``wide``: its values can reach finfo.min, so it is summed in float64."""
@@ -446,10 +451,14 @@ class Tracer:
     def __enter__(self):
         self._hook(self.model, pre=self._record_inputs, post=self._settle)
         by_kind = {"output": lambda n: (None, self._record_output(n)),
-                   "norm": lambda n: (self._record_input(n), self._record_output(n)),
+                   "projection": lambda n: (None, self._record_projection(n)),
+                   "norm": lambda n: (None, self._record_norm(n)),
                    "attention": lambda n: (self._attention_pre(n), self._attention_post(n))}
         for path, kind, module in self.anatomy.traced(self.model):
             pre, post = by_kind[kind](path)
+            if kind == "projection":
+                attention = path.rpartition(".")[0]
+                self._projections[attention] = self._projections.get(attention, 0) + 1
             if self._shared is not None and path.startswith(self._shared):
                 self._hook(module, pre=self._count_call(path))
             self._hook(module, pre=pre, post=post)
@@ -466,6 +475,9 @@ class Tracer:
 
     def __exit__(self, *exc):
         hooks.remove(self._handles)
+        watch, self._watch = self._watch, None
+        if watch is not None and watch[1] == 0:  # a forward that raised inside attention left its mode on
+            watch[0].__exit__(None, None, None)
         self._statistics.settle()  # a forward that raised never reached the model's post-hook
 
     def _hook(self, module, pre=None, post=None):
@@ -480,9 +492,12 @@ class Tracer:
     def _settle(self, module, args, kwargs, output):
         self._statistics.settle()
 
-    def _record_input(self, path):
-        def hook(module, args, kwargs):
-            self.record(f"{self._name(path)}:input", args[0] if args else kwargs["input"])
+    def _record_norm(self, path):
+        # A norm is a leaf: its input, still at hand when it returns, is recorded then, one hook instead of two.
+        def hook(module, args, kwargs, output):
+            name = self._name(path)
+            self.record(f"{name}:input", args[0] if args else kwargs["input"])
+            self.record(name, output)
         return hook
 
     def _record_output(self, path):
@@ -490,20 +505,40 @@ class Tracer:
             self.record(self._name(path), output[0] if isinstance(output, tuple) else output)
         return hook
 
+    def _record_projection(self, path):
+        record = self._record_output(path)
+
+        def hook(module, args, kwargs, output):
+            record(module, args, kwargs, output)
+            watch = self._watch
+            if watch is not None:
+                watch[1] -= 1
+                if watch[1] == 0:
+                    watch[0].__enter__()
+        return hook
+
     def _attention_pre(self, path):
+        # The function mode routes every torch call through Python while it is on: it is entered once the
+        # input projections have run (q, k and v before any score: 8 of some 20 calls a layer not seen).
         def hook(module, args, kwargs):
             mask = mask_argument(module, args, kwargs)
             name = self._name(path)
             self.record(f"{name}:attention_mask", mask, wide=True)
             if any(self.wanted(f"{name}:{quantity}") for quantity in INTERNALS):
-                module._bertspec_ops = _AttentionOps(mask).__enter__()
+                self._watch = [_AttentionOps(mask), self._projections.get(path, 0)]
+                if self._watch[1] == 0:
+                    self._watch[0].__enter__()
         return hook
 
     def _attention_post(self, path):
         def hook(module, args, kwargs, output):
-            ops = module.__dict__.pop("_bertspec_ops", None)
+            watch, self._watch = self._watch, None
             name = self._name(path)
-            if ops is not None:
+            if watch is not None:
+                ops, left = watch
+                if left:
+                    raise RuntimeError(f"{name}: {left} of its input projections never ran; bertspec.anatomy "
+                                       "names a module this attention does not call")
                 ops.__exit__(None, None, None)
                 with torch.no_grad():
                     self._record_attention_internals(name, ops)

@@ -334,6 +334,54 @@ def test_a_trace_records_only_what_its_options_ask_for(bert, evidence):
     assert underived.names() == [n for n in full.names() if not (derived and n in internals)]
 
 
+def test_a_forward_that_raises_inside_attention_leaves_nothing_of_the_tracer_behind(bert, evidence):
+    """A forward that raises inside self-attention, with the tracer's function mode on, leaves no mode and no hook behind.
+
+    The tracer turns its function mode on inside the first self-attention
+    module once q, k and v are made, and off when that module returns. A
+    forward that raises in between never returns there: closing the tracer
+    turns the mode off and removes every hook, so the next forward is the
+    plain one, bit for bit. Left on, the mode would route every later torch
+    call of the process through the closed tracer.
+
+    Claim ID: P1.2
+    Question: Can a forward that fails under the tracer leave the model or torch changed?
+    问题：在 tracer 下失败的前向会不会让模型或 torch 留下改动？
+    中文：在 tracer 的 function mode 开着时于 self-attention 内抛出异常的前向，不会留下 mode，也不会留下 hook。
+    原因：tracer 在第一个 self-attention 模块算出 q、k、v 后打开 function mode，在该模块返回时关闭。中途抛出异常的前向不会回到那里：
+    关闭 tracer 时会关掉 mode 并移除所有 hook，因此下一次前向就是普通前向，逐位相同。若 mode 仍开着，进程之后的每个 torch 调用都会经过已关闭的 tracer。
+    """
+    from bertspec.trace import Tracer
+
+    a, batch = bert.anatomy, bert.example()
+    values = bert.module(f"{a.attention(0)}.{a.fused_qkv or a.value}")
+    _, plain = bert.trace(batch, keep_tensors=False, summaries=False)
+
+    def hooks():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in bert.model.modules())
+
+    def fail(module, args, output):
+        raise RuntimeError("raised inside attention")
+
+    before, modes_before = hooks(), torch._C._len_torch_function_stack()
+    with pytest.raises(RuntimeError, match="raised inside attention"), \
+            Tracer(bert.model, summaries=False) as tracer, torch.no_grad():
+        handle = values.register_forward_hook(fail)  # after the tracer's own hook, which turned the mode on
+        try:
+            bert.model(**batch.as_kwargs())
+        finally:
+            handle.remove()
+            modes_inside = torch._C._len_torch_function_stack()
+    with torch.no_grad():
+        after = bert.model(**batch.as_kwargs())
+    evidence.table("before, while raising, after", ["", "before", "when the forward raised", "after closing"],
+                   [("function modes on", modes_before, modes_inside, torch._C._len_torch_function_stack()),
+                    ("hooks on the model", before, "", hooks())])
+    assert modes_inside == modes_before + 1, "the forward did not raise where the mode is on"
+    assert torch._C._len_torch_function_stack() == modes_before and hooks() == before
+    assert len(tracer.trace.all("attention_mask")) == 1 and torch.equal(after.logits, plain.logits)
+
+
 def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evidence):
     """The traced probabilities times the traced values give the attention's actual output.
 

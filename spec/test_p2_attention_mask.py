@@ -528,7 +528,7 @@ def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editi
     The plan asks for debug output at the key places of modeling_bert.py. The
     tracer gets it from outside: a pre-hook on each self-attention module reads
     its ``attention_mask`` argument, and a torch function mode active only
-    while that module runs sees the scores, the sum with the mask and the
+    while that module runs (once its q, k and v are made) sees the scores, the sum with the mask and the
     softmax (on sdpa, the kernel's inputs, from which it derives them). No
     source file is changed and no method replaced: while tracing, every
     module's ``forward`` is still its class's own function and the installed
@@ -542,7 +542,7 @@ def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editi
     问题：怎样在不修改 modeling_bert.py 的情况下打印其中的 mask、分数与概率？
     中文：在计划指出的 modeling_bert.py 每个关键位置——层收到的 mask、scores、scores + mask、概率——tracer 都记录了每一层的值，而无需修改 transformers。
     原因：计划要求在 modeling_bert.py 的关键位置加调试输出。tracer 从外部获得它们：每个 self-attention 模块上的 pre-hook 读取其
-    attention_mask 参数，一个只在该模块运行期间生效的 torch function mode 看到分数、与 mask 的和以及 softmax（sdpa 上是内核的输入，
+    attention_mask 参数，一个只在该模块运行期间（q、k、v 算出之后）生效的 torch function mode 看到分数、与 mask 的和以及 softmax（sdpa 上是内核的输入，
     由此推导）。不修改任何源文件、不替换任何方法：trace 期间每个模块的 forward 仍是其类自己的函数，所装的 modeling_bert.py 哈希不变；
     trace 结束后模型上的 hook 与 trace 前完全相同（不一定为 0：transformers 5.x 第一次被要求输出 hidden states 或 attentions 时，
     会永久装上它自己的输出捕获 hook）。

@@ -444,10 +444,11 @@ class Way:
         return self.name.removeprefix("traced (").removesuffix(")").replace(", ", "-").replace(" ", "-")
 
 
-HOOKS_COST = ("a Python hook call and a record per step, a torch function mode that sees every call inside attention, "
-              "and opening the tracer (about 250 hooks registered, then removed: 1.4 ms): 5 ms per forward on a 12-layer "
-              "model of width 8, 7-11 ms at bert-base size (2.4-3.8 % at batch 1), where the rounds' spread on a shared "
-              "machine is of the same size")
+HOOKS_COST = ("a Python hook call and a record per step (143 hooks on BERT; a norm's input and output from one), a "
+              "torch function mode that sees the calls inside attention after q, k and v (12 of some 20 a layer), and "
+              "opening the tracer (the hooks registered, then removed: 1.1 ms): 4.3 ms per forward on a 12-layer model "
+              "of width 8 (sdpa 3.7), 6-8 ms beside a bert-base forward (2.4-2.8 % at batch 1, median of 30 paired "
+              "rounds), where the rounds' spread on a shared machine is of the same size")
 SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec._moments)" if trace_module.ON_TORCHS_THREADS
              else "one read pass per step, on one thread (bertspec._moments)" if trace_module.fused_moments is not None
              else "torch's three read passes per step (bertspec._moments is not built here)")
