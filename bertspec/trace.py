@@ -391,6 +391,24 @@ def _names(patterns: tuple, name: str) -> bool:
     return any(p == recorded or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+class _Watch:
+    """One self-attention module's function mode, turned on once the module's input projections have run."""
+
+    def __init__(self, ops: _AttentionOps, projections: int):
+        self.ops, self.left = ops, projections
+        if not projections:
+            ops.__enter__()
+
+    @property
+    def on(self) -> bool:
+        return self.left == 0
+
+    def projection_ran(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.ops.__enter__()
+
+
 class Tracer:
     """Context manager: while open, every forward pass of ``model`` is recorded.
 
@@ -426,7 +444,7 @@ class Tracer:
         self._shared = self.anatomy.shared_prefix(model)
         self._calls: dict[str, int] = {}
         self._projections: dict[str, int] = {}  # self-attention path -> how many input projections it has
-        self._watch = None  # [the function mode for the running self-attention, projections still to run]
+        self._watch: _Watch | None = None  # the running self-attention's function mode
 
     def record(self, name, value, source="observed", wide=False):
         """Append the step ``name``; ``wide``: its values can reach finfo.min, so it is summed in float64."""
@@ -476,8 +494,8 @@ class Tracer:
     def __exit__(self, *exc):
         hooks.remove(self._handles)
         watch, self._watch = self._watch, None
-        if watch is not None and watch[1] == 0:  # a forward that raised inside attention left its mode on
-            watch[0].__exit__(None, None, None)
+        if watch is not None and watch.on:  # a forward that raised inside attention left its mode on
+            watch.ops.__exit__(None, None, None)
         self._statistics.settle()  # a forward that raised never reached the model's post-hook
 
     def _hook(self, module, pre=None, post=None):
@@ -510,11 +528,8 @@ class Tracer:
 
         def hook(module, args, kwargs, output):
             record(module, args, kwargs, output)
-            watch = self._watch
-            if watch is not None:
-                watch[1] -= 1
-                if watch[1] == 0:
-                    watch[0].__enter__()
+            if self._watch is not None:
+                self._watch.projection_ran()
         return hook
 
     def _attention_pre(self, path):
@@ -525,9 +540,7 @@ class Tracer:
             name = self._name(path)
             self.record(f"{name}:attention_mask", mask, wide=True)
             if any(self.wanted(f"{name}:{quantity}") for quantity in INTERNALS):
-                self._watch = [_AttentionOps(mask), self._projections.get(path, 0)]
-                if self._watch[1] == 0:
-                    self._watch[0].__enter__()
+                self._watch = _Watch(_AttentionOps(mask), self._projections.get(path, 0))
         return hook
 
     def _attention_post(self, path):
@@ -535,13 +548,12 @@ class Tracer:
             watch, self._watch = self._watch, None
             name = self._name(path)
             if watch is not None:
-                ops, left = watch
-                if left:
-                    raise RuntimeError(f"{name}: {left} of its input projections never ran; bertspec.anatomy "
+                if not watch.on:
+                    raise RuntimeError(f"{name}: {watch.left} of its input projections never ran; bertspec.anatomy "
                                        "names a module this attention does not call")
-                ops.__exit__(None, None, None)
+                watch.ops.__exit__(None, None, None)
                 with torch.no_grad():
-                    self._record_attention_internals(name, ops)
+                    self._record_attention_internals(name, watch.ops)
             self.record(name, output[0] if isinstance(output, tuple) else output)
         return hook
 
