@@ -371,13 +371,13 @@ def test_a_forward_that_raises_inside_attention_leaves_nothing_of_the_tracer_beh
             bert.model(**batch.as_kwargs())
         finally:
             handle.remove()
-            modes_inside = torch._C._len_torch_function_stack()
+            modes_inside, hooks_inside = torch._C._len_torch_function_stack(), hooks()
     with torch.no_grad():
         after = bert.model(**batch.as_kwargs())
     evidence.table("before, while raising, after", ["", "before", "when the forward raised", "after closing"],
                    [("function modes on", modes_before, modes_inside, torch._C._len_torch_function_stack()),
-                    ("hooks on the model", before, "", hooks())])
-    assert modes_inside == modes_before + 1, "the forward did not raise where the mode is on"
+                    ("hooks on the model", before, hooks_inside, hooks())])
+    assert modes_inside == modes_before + 1 and hooks_inside > before, "the forward did not raise where the mode is on"
     assert torch._C._len_torch_function_stack() == modes_before and hooks() == before
     assert len(tracer.trace.all("attention_mask")) == 1 and torch.equal(after.logits, plain.logits)
 
