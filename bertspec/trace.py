@@ -404,9 +404,10 @@ class _Watch:
         return self.left == 0
 
     def projection_ran(self) -> None:
-        self.left -= 1
-        if self.left == 0:
-            self.ops.__enter__()
+        if self.left:  # a module with no projections counted had its mode on from the start
+            self.left -= 1
+            if self.left == 0:
+                self.ops.__enter__()
 
 
 class Tracer:
