@@ -387,10 +387,20 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     the bundled model ships inside the package as bertspec.fixtures (pyproject's
     package-dir maps the repository's fixtures/ folder to it), the handbook's
     assets as package data, and ``bertspec`` as a console script. The wheel is
-    built here without network (``--no-build-isolation``) and every file of the
-    bundled model and of its family siblings (fixtures/family/) must be in it
-    byte for byte; CI installs it into a fresh
-    environment and traces from another folder.
+    built here without network and every file of the bundled model and of its
+    family siblings (fixtures/family/) must be in it byte for byte; CI installs
+    it into a fresh environment and traces from another folder.
+
+    The build sees setuptools and nothing else that is installed. setuptools
+    loads every installed package's ``egg_info.writers`` entry point while it
+    writes the metadata, so one unrelated broken package (``kernels`` left
+    behind by an in-place downgrade of transformers, importing a name its older
+    huggingface_hub lacks) would fail the build with its own traceback, and the
+    claim would be about the environment instead of the wheel. Isolation was
+    chosen over naming the broken package because what the wheel holds does not
+    depend on it: setuptools' own files are linked into an empty folder, and the
+    backend runs with ``python -I -S`` and that folder alone on its path. The
+    evidence lists the environment's other writers that were kept out.
 
     Claim ID: P1.1
     Question: Does bertspec work when installed as a package, not from a checkout?
@@ -398,14 +408,28 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     中文：pip install . 构建的 wheel 包含自带模型、手册的样式与脚本，以及 bertspec 命令。
     原因：安装后的 bertspec 必须能在任何目录中 trace，而不需要源码目录：自带模型作为 bertspec.fixtures 随包发布（pyproject 的
     package-dir 把仓库的 fixtures/ 目录映射过去），手册资源作为 package data，bertspec 是一个命令行脚本。这里不联网地构建 wheel
-    （--no-build-isolation），自带模型及其家族同类模型（fixtures/family/）的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
+    ，自带模型及其家族同类模型（fixtures/family/）的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
+    构建时只看得到 setuptools：setuptools 写元数据时会加载每个已安装包的 egg_info.writers 入口点，一个无关的坏包（例如就地降级
+    transformers 后留下的 kernels，它导入旧版 huggingface_hub 没有的名字）会让构建带着别人的回溯失败，这条声明就成了关于环境而非 wheel
+    的声明。选择隔离而不是报出坏包的名字，是因为 wheel 的内容与它无关：把 setuptools 自己的文件链接进一个空目录，后端以
+    python -I -S 运行，路径上只有这个目录。证据列出被挡在外面的其他 writers。
     """
     import zipfile
+    from importlib import metadata
 
-    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    backend_path, out = tmp_path / "setuptools-alone", tmp_path / "dist"
+    setuptools = _link_distribution("setuptools", backend_path)
+    out.mkdir()
+    build = (f"import sys; sys.path.insert(0, {str(backend_path)!r}); from setuptools import build_meta; "
+             f"print(build_meta.build_wheel({str(out)!r}))")
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", build], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
-    (wheel,) = tmp_path.glob("bertspec-*.whl")
+    (wheel,) = out.glob("bertspec-*.whl")
+    kept_out = sorted({ep.dist.name for ep in metadata.entry_points(group="egg_info.writers")} - {"setuptools"})
+    evidence.text("the build's view of installed packages",
+                  f"setuptools {setuptools} alone; egg_info.writers of other installed packages kept out: "
+                  f"{', '.join(kept_out) or 'none'}")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         model = {f"bertspec/fixtures/{p.relative_to(DEFAULT_MODEL_DIR.parent)}": p.read_bytes()
@@ -417,3 +441,14 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     assert all(same.values())
     assert {"bertspec/assets/handbook.css", "bertspec/assets/handbook.js"} <= names
     assert "bertspec = bertspec.__main__:main" in entry_points
+
+
+def _link_distribution(name: str, folder: Path) -> str:
+    """Link one installed distribution's top-level files into an empty folder; its version."""
+    from importlib import metadata
+
+    dist = metadata.distribution(name)
+    folder.mkdir()
+    for top in sorted({Path(f).parts[0] for f in dist.files if not str(f).startswith("..")}):
+        (folder / top).symlink_to(Path(dist.locate_file(top)))
+    return dist.version
