@@ -24,7 +24,7 @@ from torch import nn
 
 from bertspec import anatomy, counterfeits, scope, teeth, versions
 from bertspec.figures import loss_and_gradient_figure
-from bertspec.inputs import corpus_lines, texts_for
+from bertspec.inputs import texts_for
 from bertspec.modes import training
 from bertspec.reference import ACTIVATIONS, IGNORE_INDEX, additive_mask, from_model, mlm_loss, token_nll
 from bertspec.tolerances import TOL, attention_component
@@ -1169,8 +1169,9 @@ def collate(tokenizer, examples, seed) -> Collated:
 
 
 def corpus_examples(tokenizer, repeats=REPEATS) -> list[list[int]]:
-    """The corpus in the vocabulary's language (fixtures/corpus.zh.txt or .en.txt), tokenized, ``repeats`` times."""
-    return tokenizer(corpus_lines(texts_for(tokenizer).language))["input_ids"] * repeats
+    """The corpus of the example texts (fixtures/corpus.zh.txt or .en.txt, or lines spelled with the vocabulary's own
+    tokens), tokenized, ``repeats`` times."""
+    return tokenizer(texts_for(tokenizer).corpus())["input_ids"] * repeats
 
 
 def test_the_collator_selects_about_15_percent_of_ordinary_tokens_labels_only_those_and_never_a_special_token(tokenizer, evidence):
@@ -1183,9 +1184,9 @@ def test_the_collator_selects_about_15_percent_of_ordinary_tokens_labels_only_th
     a mask the tokenizer supplies marks fewer (the next claim). Selected
     positions are labelled with the original id, every other position -100,
     and unselected inputs are left as they were. Over ~14,000 positions of the
-    corpus in the vocabulary's language (fixtures/corpus.zh.txt, or .en.txt),
-    with a fixed seed, the fraction stays within 5 binomial standard
-    deviations of 0.15.
+    corpus in the vocabulary's language (fixtures/corpus.zh.txt, or .en.txt, or
+    lines spelled with a domain vocabulary's own tokens), with a fixed seed,
+    the fraction stays within 5 binomial standard deviations of 0.15.
 
     Claim ID: P3.3c
     Question: Which tokens does DataCollatorForLanguageModeling pick for masking?
@@ -1194,7 +1195,7 @@ def test_the_collator_selects_about_15_percent_of_ordinary_tokens_labels_only_th
     原因：每个非特殊位置以 mlm_probability=0.15 的概率独立被选中。像这里这样只给 token id 时，数据整理器用分词器的全部特殊 id
     自己构造特殊 token mask，所以 [CLS]、[SEP]、[PAD]，还有 [UNK] 与文本中的 [MASK]，被选中的概率都为 0；由分词器提供的 mask
     标记得更少（见下一条断言）。被选中的位置以原始 id 为标签，其余位置为 -100，未被选中的输入保持不变。在与词表同语言的语料
-    （fixtures/corpus.zh.txt 或 .en.txt）约 14000 个位置上（固定种子），比例落在 0.15 的 5 个二项标准差之内。
+    （fixtures/corpus.zh.txt 或 .en.txt，或用领域词表自身 token 拼成的行）约 14000 个位置上（固定种子），比例落在 0.15 的 5 个二项标准差之内。
     """
     c = collate(tokenizer, corpus_examples(tokenizer), COLLATOR_SEED)
     selected = c.labels != IGNORE_INDEX

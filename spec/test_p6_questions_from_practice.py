@@ -18,7 +18,6 @@ import torch.nn.functional as F
 import transformers
 
 from bertspec import loading, masks, scope, teeth, versions
-from bertspec.inputs import corpus_lines
 from bertspec.loading import last_hidden_state
 from bertspec.tolerances import TOL
 from bertspec.trace import trace_forward
@@ -625,7 +624,9 @@ def test_next_sentence_label_0_means_b_follows_a_and_a_trained_nsp_head_tells_co
     bert-base-chinese do) must then put more probability on index 0 for pairs
     of consecutive corpus sentences than for pairs whose second sentence was
     drawn from elsewhere; a checkpoint without NSP weights gets a random head,
-    and that part is skipped with the reason.
+    and that part is skipped with the reason, as it is for a vocabulary of
+    neither language (a protein's), whose example lines are drawn from its
+    tokens and continue nothing.
 
     Claim ID: P6.7
     Question: Does next_sentence_label 0 mean "is the next sentence" or "is random"?
@@ -633,14 +634,18 @@ def test_next_sentence_label_0_means_b_follows_a_and_a_trained_nsp_head_tells_co
     中文：next_sentence_label 为 0 表示"B 接在 A 后面"，1 表示"B 是随机的"；训练过的 NSP 头给连续句对的"0"概率高于随机句对。
     原因：这是 Google 原始实现（create_pretraining_data.py）的约定，两个版本中 transformers 对 next_sentence_label 的 docstring 也这样写：
     索引 0 表示接续。学到这一点的头（checkpoint 带有 cls.seq_relationship，自带模型与 bert-base-chinese 都有）对语料中连续两句组成的句对，
-    必须比第二句取自别处的句对给索引 0 更高的概率；没有 NSP 权重的 checkpoint 得到的是随机的头，这部分以此为由跳过。
+    必须比第二句取自别处的句对给索引 0 更高的概率；没有 NSP 权重的 checkpoint 得到的是随机的头，这部分以此为由跳过；
+    两种语言都不是的词表（如蛋白质词表）的例句行由其 token 抽成、互不接续，这部分同样跳过。
     """
     nsp_is_berts(bert)
     assert "0 indicates sequence B is a continuation" in transformers.BertForPreTraining.forward.__doc__
     loaded = as_class("BertForPreTraining", bert.attn_implementation)
     if "cls.seq_relationship.weight" in loaded.missing:
         pytest.skip("this checkpoint has no NSP head: transformers initialises one at random")
-    lines = corpus_lines(bert.texts.language)[:40]
+    if not bert.texts.natural:
+        pytest.skip("the example lines are drawn from the vocabulary's own tokens, not taken from running text: "
+                    "no line continues another, so there are no consecutive pairs to tell from random ones")
+    lines = bert.texts.corpus()[:40]
     consecutive = list(zip(lines[:-1], lines[1:]))
     shuffled = list(zip(lines[:-1], lines[-1:] + lines[:-2][::-1]))  # second sentences from elsewhere in the corpus
     p0 = {}

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from bertspec import anatomy, probe, scope, teeth, versions
-from bertspec.inputs import corpus_lines
 from bertspec.tolerances import TOL, kernel_tolerance
 from bertspec.trace import is_local, module_path
 
@@ -403,8 +402,8 @@ def test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_positi
 def long_enough(bert, length: int):
     """A real, unpadded input of at least ``length`` tokens from the corpus (within the model's positions)."""
     text = ""
-    for line in corpus_lines(bert.texts.language):
-        text += line
+    for line in bert.texts.corpus():
+        text += f" {line}"  # a space, so that no two lines glue their words together
         if len(bert.tokenizer.tokenize(text)) + 2 >= length:
             break
     ids = bert.tokenizer(text, return_tensors="pt")["input_ids"][:, :bert.max_positions].to(bert.device)
