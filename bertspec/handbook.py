@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from bertspec import anatomy, claims, knowledge, scope
+from bertspec.atomic import write_atomically
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 OUTCOME_MARK = {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "–", "not run": "·"}
@@ -571,8 +572,7 @@ class Page:
             } for r in self.results],
             "counterfeit_runs": self.collector.teeth,
         }
-        path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        return path
+        return write_atomically(path, json.dumps(data, ensure_ascii=False))
 
 
 def _caught_mark(caught: dict, m) -> str:

@@ -18,11 +18,12 @@ from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
-from bertspec import handbook, validate  # noqa: E402
+from bertspec import atomic, handbook, validate  # noqa: E402
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 SETTINGS = pytest.StashKey["Settings"]()
 COLLECTOR = pytest.StashKey[handbook.Collector]()
+SNAPSHOT_RUN = pytest.StashKey["SnapshotRun"]()
 
 
 FAMILIES = ("bert", "roberta", "distilbert", "albert", "electra", "modernbert")  # bertspec.anatomy.FAMILIES, without torch
@@ -74,7 +75,8 @@ def pytest_configure(config):
     config.stash[SETTINGS] = settings
     config.stash[COLLECTOR] = collector = handbook.Collector()
     config.pluginmanager.register(collector, "bertspec-handbook")
-    config.pluginmanager.register(NoSnapshotSummaryWhenCutShort(), "bertspec-snapshot-summary")
+    config.stash[SNAPSHOT_RUN] = snapshot_run = SnapshotRun()
+    config.pluginmanager.register(snapshot_run, "bertspec-snapshot-run")
     if not _is_xdist_worker(config):  # the controller already checked, and a worker cannot stop the session cleanly
         _check_or_stop(settings)
 
@@ -85,9 +87,13 @@ def _families(option: str | None, model_path: str | None) -> tuple[str, ...]:
     if model_path is not None:
         raise pytest.UsageError("--family runs the bundled family models, --bert-model one checkpoint of any family: "
                                 "give one of the two")
-    names = FAMILIES if option == "all" else tuple(option.split(","))
-    for name in names:
-        _check_choice("--family", name, (*FAMILIES, "all"))
+    if option == "all":
+        return FAMILIES
+    names = tuple(option.split(","))
+    # "all" is a value of its own: inside a list it would name every family twice.
+    if not all(name in FAMILIES for name in names) or len(set(names)) != len(names):
+        raise pytest.UsageError(f"--family {option}: not a valid value; use all, or one or more of "
+                                f"{', '.join(FAMILIES)} separated by commas, each once")
     return names
 
 
@@ -108,6 +114,12 @@ def _check_or_stop(settings: Settings) -> None:
     except validate.CheckpointError as err:
         prefix = "" if str(err).startswith("--") else "--bert-model "
         raise pytest.UsageError(prefix + str(err)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    # pytest-html registers its reporter in its own pytest_configure; by now it is there.
+    atomic.report_writes_atomically(session.config)
 
 
 def _is_xdist_worker(config) -> bool:
@@ -141,9 +153,10 @@ def _cut_short(exitstatus) -> bool:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     session.config.stash[COLLECTOR].finish(session, exitstatus)
-    if _cut_short(exitstatus):
-        # An interrupted or aborted run leaves snapshots unvisited; they are not unused, and
-        # syrupy (whose hook runs inside this one) must not add its failure bit to the status.
+    if not session.config.stash[SNAPSHOT_RUN].complete(session, exitstatus):
+        # A run that left some claims unvisited (interrupted, aborted, --collect-only, -k, -m, -x, --lf) cannot tell
+        # an unused snapshot from one whose claim did not run; syrupy (whose hook runs inside this one) must neither
+        # add its failure bit to the status nor advise --snapshot-update, which would delete the unvisited ones.
         session.config.option.disable_unused_snapshots = True
     return (yield)
 
@@ -198,14 +211,40 @@ def _numbered(tb):
     return rebuilt
 
 
-class NoSnapshotSummaryWhenCutShort:
-    """Runs after syrupy's finish: its summary would now advise against the setting above; a cut-short run has none."""
+class SnapshotRun:
+    """Whether every collected claim ran, the one case where syrupy can call a snapshot unused.
+
+    The xdist controller decides for the session (a worker runs only its share);
+    it sees every item's reports and xdist sets its ``testscollected``.
+    """
+
+    def __init__(self):
+        self.deselected = 0
+        self.started: set[str] = set()
+
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "setup":
+            self.started.add(report.nodeid)
+
+    def complete(self, session, exitstatus) -> bool:
+        option = session.config.option
+        if _cut_short(exitstatus) or option.collectonly:
+            return False
+        if _is_xdist_worker(session.config):
+            return True  # the controller decides
+        narrowed = self.deselected or option.keyword or option.markexpr or option.deselect or getattr(option, "lf", False)
+        return not narrowed and len(self.started) == session.testscollected
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
+        """After syrupy's finish: its summary would warn that unused detection is off; a partial run needs no warning."""
         syrupy = getattr(session.config, "_syrupy", None)
-        if _cut_short(exitstatus) and getattr(syrupy, "report", None) is not None:
-            syrupy.report = SimpleNamespace(lines=())
+        report = getattr(syrupy, "report", None)
+        if report is not None and not self.complete(session, exitstatus):
+            syrupy.report = SimpleNamespace(lines=[line for line in report.lines if "snapshot-disable-unused" not in line])
 
 
 # ---- the handbook: pytest-html writes the page, these hooks fill it ----

@@ -81,6 +81,9 @@ BAD_OPTIONS = {
 # pytest's alone: the trace command has no --family
 FAMILY_OPTIONS = {
     "unknown family": (["--family", "gpt2"], "--family gpt2: not a valid value"),
+    "all among family names": (["--family", "all,bert"], "--family all,bert: not a valid value"),
+    "a family named twice": (["--family", "bert,bert"], "each once"),
+    "an empty family name": (["--family", "bert,"], "--family bert,: not a valid value"),
     "--family with --bert-model": (["--family", "roberta", "--bert-model", str(DEFAULT_MODEL_DIR)], "give one of the two"),
 }
 
@@ -104,7 +107,7 @@ def in_process_pytest(args, capsys) -> tuple[int, list[str]]:
     # it restored, this session's later test outcomes go to the inner one, and its skipped snapshots count as unused.
     outer = getattr(syrupy, "_syrupy", None)
     try:
-        status = pytest.main([*(() if any(a.startswith("spec/") for a in args) else ("spec/test_p1_errors.py",)),
+        status = pytest.main([*(() if any(a.startswith("spec/") or a.endswith(".py") for a in args) else ("spec/test_p1_errors.py",)),
                               "-p", "no:cacheprovider", "-p", "no:randomly", *args])
     finally:
         syrupy._syrupy = outer
@@ -319,6 +322,124 @@ def test_an_interrupted_run_exits_2_says_so_in_its_report_and_gives_no_snapshot_
     assert "snapshot-update" not in output and "unused" not in output
     assert data["exitstatus"] == 2 and data["not_run"] > 0
     assert "This run was interrupted" in report.read_text(encoding="utf-8")
+
+
+SNAPSHOT_CLAIMS = """
+def test_a_failure():
+    assert False
+
+
+def test_first(snapshot):
+    assert snapshot == 1
+
+
+def test_second(snapshot):
+    assert snapshot == 2
+"""
+# row -> pytest options; only the complete run may call a snapshot unused
+SNAPSHOT_RUNS = {"--collect-only": ["--collect-only"], "-k": ["-k", "second"],
+                 "--deselect": ["--deselect", "test_claims.py::test_a_failure"], "-x": ["-x"], "the complete run": []}
+
+
+def test_only_a_complete_run_calls_a_snapshot_unused_and_advises_snapshot_update(tmp_path, capsys, monkeypatch,
+                                                                                    evidence):
+    """``--collect-only``, ``-k``, ``--deselect`` or a run stopped by ``-x`` give no "--snapshot-update" advice and pytest's own exit status; a complete run still reports a stale snapshot.
+
+    syrupy calls a stored snapshot unused when no test asked for it, and advises
+    ``--snapshot-update``, which deletes it. A run that did not visit every
+    collected claim cannot tell a stale snapshot from one whose claim did not run
+    (``--collect-only`` runs none: following its advice deleted both snapshot
+    files). The plugin counts the claims that started and what was deselected
+    (bertspec.plugin.SnapshotRun) and turns syrupy's unused detection off unless
+    every collected claim ran. Here a stale entry sits beside two live ones;
+    beside each run, the same run with the plugin deciding only on interrupts
+    (its behaviour before) shows the advice this claim forbids.
+
+    Claim ID: P1.1
+    Question: Can a partial run tell me to delete my snapshots?
+    问题：只跑一部分时，会不会建议我删除快照？
+    中文：--collect-only、-k、--deselect 或被 -x 停下的运行不给出 --snapshot-update 建议，退出码是 pytest 自己的；完整运行仍会报告过期快照。
+    原因：syrupy 把没有测试请求的已存快照称为“未使用”，并建议 --snapshot-update，而这会删除它。没有走完所有已收集声明的运行分不清过期快照
+    与声明没运行的快照（--collect-only 一个也不运行：照它的建议做会删掉两个快照文件）。插件统计开始运行的声明与被取消选择的数量
+    （bertspec.plugin.SnapshotRun），除非每个已收集的声明都运行了，否则关闭 syrupy 的未使用检测。这里两个有效快照旁放了一条过期记录；
+    每次运行旁边，同样的运行在插件只看中断时（它以前的行为）给出了这条声明所禁止的建议。
+    """
+    from bertspec import plugin
+
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    (tmp_path / "test_claims.py").write_text(SNAPSHOT_CLAIMS, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    base = ["test_claims.py", "-p", "bertspec.plugin", "-c", "pytest.ini", "--rootdir", str(tmp_path)]
+    in_process_pytest([*base, "--snapshot-update"], capsys)
+    with (tmp_path / "__snapshots__" / "test_claims.ambr").open("a", encoding="utf-8") as stored:
+        stored.write("# name: test_removed_long_ago\n  0\n# ---\n")
+
+    def advised(options) -> tuple[int, bool]:
+        status, lines = in_process_pytest([*base, *options], capsys)
+        return int(status), any("snapshot-update" in line or "unused" in line for line in lines)
+
+    rows = []
+    for row, options in SNAPSHOT_RUNS.items():
+        with monkeypatch.context() as before:
+            before.setattr(plugin.SnapshotRun, "complete", lambda self, session, status: not plugin._cut_short(status))
+            was = advised(options)
+        rows.append((row, *advised(options), *was))
+    evidence.table("a stale snapshot beside two live ones", ["run", "exit status", "unused or --snapshot-update said",
+                                                             "before: exit status", "before: said"], rows)
+    *partial, complete = rows
+    assert [(status, said) for _, status, said, _, _ in partial] == [(0, False), (0, False), (0, False), (1, False)]
+    assert complete[1:3] == (pytest.ExitCode.TESTS_FAILED, True)  # the stale entry is still reported in full
+    assert partial[0][3:] == (1, True)  # the counterfeit: deciding on interrupts alone, --collect-only advises deletion
+
+
+def test_the_report_and_its_data_are_replaced_whole_never_left_half_written(tmp_path, capsys, monkeypatch, evidence):
+    """report.html and report.json are written to a temporary file and renamed into place: a write that fails leaves the old report whole.
+
+    pytest-html writes its page with ``open("w")`` and one write; a run killed,
+    or a disk filled, between the two leaves an empty or partial page, and two
+    sessions writing the same path interleave. The plugin routes pytest-html's
+    write, and the handbook's JSON, through bertspec.atomic.write_atomically:
+    the text goes to a temporary file beside the report, renamed over it (atomic
+    on POSIX within one file system), so a reader sees the old file or the new
+    one. Here one write fails midway (text that cannot be encoded) both ways:
+    in place, the old report is gone; atomically, it is intact and no temporary
+    file remains. A real session then writes both files through it.
+
+    Claim ID: P1.1
+    Question: Can two runs, or a run killed while writing, leave a broken report?
+    问题：两次运行同时写，或写到一半被杀掉，会不会留下损坏的报告？
+    中文：report.html 与 report.json 先写入临时文件再改名到位：写入失败时旧报告保持完整。
+    原因：pytest-html 用 open("w") 加一次 write 写页面；两者之间进程被杀或磁盘写满，会留下空的或半截的页面，两个会话写同一路径会交错。
+    插件让 pytest-html 的写入和手册的 JSON 都经过 bertspec.atomic.write_atomically：文本先写到报告旁的临时文件，再改名覆盖（在同一
+    文件系统内 POSIX 保证原子性），读者看到的要么是旧文件要么是新文件。这里让一次写入中途失败（无法编码的文本），两种方式各一次：
+    就地写入，旧报告没了；原子写入，旧报告完好，也没有残留的临时文件。随后一次真实会话经由它写出两个文件。
+    """
+    from bertspec import atomic
+
+    def in_place(path, text):
+        with Path(path).open("w", encoding="utf-8") as f:
+            f.write(text)
+
+    failing = "<html>the new report" + "\ud800" * 3  # a lone surrogate: utf-8 refuses it after the file is opened
+    rows = []
+    for name, write in (("in place (open, write)", in_place), ("bertspec.atomic.write_atomically", atomic.write_atomically)):
+        report = tmp_path / name / "report.html"
+        report.parent.mkdir()
+        report.write_text("<html>the old report</html>", encoding="utf-8")
+        with pytest.raises(UnicodeEncodeError):
+            write(report, failing)
+        rows.append((name, report.read_text(encoding="utf-8"), sorted(p.name for p in report.parent.iterdir())))
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n", encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    status, _ = in_process_pytest(["test_one.py", "-p", "bertspec.plugin", "-c", "pytest.ini", "--rootdir", str(tmp_path),
+                                   "--html=session/report.html", "--self-contained-html"], capsys)
+    written = sorted(p.name for p in (tmp_path / "session").iterdir())
+    evidence.table("a write that fails midway", ["writer", "report.html after it", "files in the folder"], rows)
+    evidence.text("a session's report folder", ", ".join(written))
+    assert rows[0][1] == "" and rows[1][1] == "<html>the old report</html>" and rows[1][2] == ["report.html"]
+    assert status == pytest.ExitCode.OK and written == ["report.html", "report.json"]
+    assert "test_one" in (tmp_path / "session" / "report.html").read_text(encoding="utf-8")
 
 
 def test_an_interrupt_landing_where_python_has_no_line_number_is_still_reported_as_an_interrupt(request, evidence):
