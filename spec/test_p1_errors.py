@@ -369,6 +369,9 @@ def test_only_a_complete_run_calls_a_snapshot_unused_and_advises_snapshot_update
     (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     (tmp_path / "test_claims.py").write_text(SNAPSHOT_CLAIMS, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
+    # Under `-n 2` this claim runs in an xdist worker, whose name syrupy reads from the environment: the inner
+    # session would take itself for a worker and leave unused snapshots to a controller that does not exist.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     base = ["test_claims.py", "-p", "bertspec.plugin", "-c", "pytest.ini", "--rootdir", str(tmp_path)]
     in_process_pytest([*base, "--snapshot-update"], capsys)
     with (tmp_path / "__snapshots__" / "test_claims.ambr").open("a", encoding="utf-8") as stored:
