@@ -47,13 +47,17 @@ def _print_trace(args) -> None:
     bert = loading.load(args.model, args.attn_implementation, args.device)
     mask = bert.tokenizer.mask_token
     text = args.text.replace("[MASK]", mask)  # RoBERTa's tokenizers write it <mask>
-    batch = bert.encode(text)
+    batch = bert.encode(text, truncate=args.truncate)
     tokens = bert.tokens(batch)
+    needed = len(bert.tokenizer(text)["input_ids"]) if args.truncate else len(tokens)
     print(f"model: {bert.source} ({bert.anatomy.name})  attention: {bert.attn_implementation}  device: {bert.device}")
     print(f"tokens: {' '.join(tokens)}")
     notes = _notes(bert, batch, tokens)
     if text != args.text:
         notes.insert(0, f"[MASK] is written {mask} in this tokenizer: the text was read as {text!r}")
+    if needed > len(tokens):
+        notes.insert(0, f"--truncate: the text needs {needed} tokens (with {tokens[0]}/{tokens[-1]}); the first "
+                        f"{len(tokens)}, all the model has positions for, are traced")
     for note in notes:
         print(f"note: {note}")
     print()
@@ -74,6 +78,9 @@ def _notes(bert, batch, tokens) -> list[str]:
     tok = bert.tokenizer
     typed = [t for t in tokens[1:-1] if t in (tok.pad_token, tok.cls_token, tok.sep_token)]
     notes = []
+    # Empty is a valid input (the model sees its special tokens alone), but rarely what was meant: say so, then trace.
+    if len(tokens) == 2:
+        notes.append(f"the text is empty (no token of its own): the model sees only {' '.join(tokens)}")
     if typed:
         notes.append(f"the text contains {', '.join(sorted(set(typed)))}: typed in the text they are ordinary tokens "
                      "with attention_mask 1 (a typed [PAD] is not padding)")
@@ -121,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--model", metavar="PATH", default=None, help="local checkpoint folder (default: the bundled model)")
     t.add_argument("--attn-implementation", choices=("eager", "sdpa"), default="eager")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions to fit")
     t.set_defaults(run=_trace)
     r = sub.add_parser("random-checkpoint", help="write a random bert-base-chinese-sized checkpoint folder")
     r.add_argument("out")
@@ -147,8 +155,9 @@ def main(argv=None) -> int:
         message = str(err)
         print(f"error: {message if message.startswith('--') else '--model ' + message}", file=sys.stderr)
         return 2
-    except InputTooLongError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except InputTooLongError as err:  # the library's advice names a tokenizer argument; here the option does it
+        advice = f"pass --truncate to trace the first {err.max_positions}"
+        print(f"error: {InputTooLongError(err.n_tokens, err.max_positions, advice)}", file=sys.stderr)
         return 2
     return 0
 

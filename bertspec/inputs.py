@@ -181,19 +181,19 @@ def check_length(n_tokens: int, max_positions: int) -> None:
     about tensor sizes or an index out of range, which never names the cause.
     """
     if n_tokens > max_positions:
-        raise InputTooLongError(
-            f"input is too long: {n_tokens} tokens (with [CLS]/[SEP]) but the model has "
-            f"{max_positions} position embeddings; shorten the text or truncate "
-            f"(tokenizer(..., truncation=True, max_length={max_positions}))"
-        )
+        raise InputTooLongError(n_tokens, max_positions,
+                                f"truncate (tokenizer(..., truncation=True, max_length={max_positions}))")
 
 
-def encode(tokenizer, texts, max_positions: int, device="cpu", text_pairs=None, padding_side="right") -> Batch:
-    """Tokenize a batch, padded (on the right unless told), after checking it fits the model."""
+def encode(tokenizer, texts, max_positions: int, device="cpu", text_pairs=None, padding_side="right",
+           truncate=False) -> Batch:
+    """Tokenize a batch, padded (on the right unless told), after checking it fits the model (``truncate``: cut to fit)."""
     texts = [texts] if isinstance(texts, str) else list(texts)
     if isinstance(text_pairs, str):
         text_pairs = [text_pairs]
-    enc = tokenizer(texts, text_pairs, padding=True, padding_side=padding_side, return_tensors="pt", return_token_type_ids=True)
+    cut = {"truncation": True, "max_length": max_positions} if truncate else {}
+    enc = tokenizer(texts, text_pairs, padding=True, padding_side=padding_side, return_tensors="pt", return_token_type_ids=True,
+                    **cut)
     check_length(enc["input_ids"].shape[1], max_positions)
     return Batch(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).to(device)
 

@@ -84,14 +84,14 @@ class ModelUnderTest:
         """
         return self.encode([self.texts.sentence, self.texts.short] if padded else [self.texts.sentence])
 
-    def encode(self, texts, text_pairs=None, padding_side="right") -> Batch:
+    def encode(self, texts, text_pairs=None, padding_side="right", truncate=False) -> Batch:
         """Tokenize, pad (right unless told) and move to the model's device, after the length check.
 
         A checkpoint with one token type (type_vocab_size 1) has no row for segment
         B, which the tokenizer marks 1 in a pair; such a model is fed type 0 everywhere,
         as its users must (a P4 claim shows the error transformers gives otherwise).
         """
-        batch = encode(self.tokenizer, texts, self.max_positions, self.device, text_pairs, padding_side)
+        batch = encode(self.tokenizer, texts, self.max_positions, self.device, text_pairs, padding_side, truncate)
         if not self.typed or self.config.type_vocab_size == 1:
             return self.batch(batch.input_ids, batch.attention_mask)
         return batch
@@ -224,7 +224,8 @@ def load(path=None, attn_implementation="eager", device="cpu", bundled=False) ->
     loaded = load_class(folder, family.mlm_class, attn_implementation, device)
     encoder_missing = sorted(k for k in loaded.missing if k.startswith(f"{family.base}."))
     if encoder_missing:
-        raise CheckpointError(f"{folder}: encoder weights missing ({encoder_missing[0]}, ... {len(encoder_missing)} in all); this is not a BERT checkpoint")
+        raise CheckpointError(f"{folder}: encoder weights missing ({encoder_missing[0]}, ... {len(encoder_missing)} in all); "
+                              f"this is not a complete {family.name} checkpoint; {validate.OFFLINE_ADVICE}")
     return ModelUnderTest(
         model=loaded.model,
         tokenizer=load_tokenizer(folder),
