@@ -149,19 +149,28 @@ def _safetensors_shapes(file: Path) -> dict:
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise CheckpointError(f"{file}: the safetensors header does not parse; re-download or re-save the checkpoint") from None
     tensors = {k: v for k, v in header.items() if k != "__metadata__"} if isinstance(header, dict) else None
-    bad = "the header is not a JSON object" if tensors is None else next(
-        (f"entry {k!r} has no valid dtype, shape and data_offsets" for k, v in tensors.items() if not _entry_ok(v)), None)
-    if not bad and not tensors:  # without a tensor, from_pretrained would start every weight at random, and say so only in a log
-        bad = "it holds no tensor"
-    bad = bad or next((f"entry {k!r}: {v['dtype']} x {v['shape']} takes {_nbytes(v)} bytes, its data_offsets span "
-                       f"{v['data_offsets'][1] - v['data_offsets'][0]}" for k, v in tensors.items()
-                       if _nbytes(v) not in (None, v["data_offsets"][1] - v["data_offsets"][0])), None)
+    bad = _header_problem(tensors)
     if bad:
         raise CheckpointError(f"{file}: not a valid safetensors file ({bad}); re-download or re-save the checkpoint")
     needed = 8 + header_length + max((v["data_offsets"][1] for v in tensors.values()), default=0)
     if needed > size:
         raise CheckpointError(f"{file}: truncated ({size} of {needed} bytes); the download is incomplete, re-download it")
     return {_normalised(k): tuple(v["shape"]) for k, v in tensors.items()}
+
+
+def _header_problem(tensors: dict | None) -> str | None:
+    """What makes a parsed header invalid, in words; None when it is valid."""
+    if tensors is None:
+        return "the header is not a JSON object"
+    if not tensors:  # from_pretrained would start every weight at random, and say so only in a log
+        return "it holds no tensor"
+    for name, entry in tensors.items():
+        if not _entry_ok(entry):
+            return f"entry {name!r} has no valid dtype, shape and data_offsets"
+        span = entry["data_offsets"][1] - entry["data_offsets"][0]
+        if _nbytes(entry) not in (None, span):  # safetensors itself would refuse it only when a tensor is read
+            return f"entry {name!r}: {entry['dtype']} x {entry['shape']} takes {_nbytes(entry)} bytes, its data_offsets span {span}"
+    return None
 
 
 # bytes per element of the dtypes BERT checkpoints use; others (sub-byte floats) are left to safetensors
