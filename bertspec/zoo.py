@@ -20,6 +20,17 @@ MLM head) behind:
                            an MLM head trained 400 steps on seeded synthetic
                            proteins (bertspec/zoo_protein.py, ~40 s); the
                            command prints its held-out masked-residue accuracy
+  chinese-3l-trained-magnitude
+                           the bundled Chinese vocabulary, 3 layers x 64 (4 heads
+                           of 16, FFN 256), max_pos 128, type_vocab 2, MLM head;
+                           every weight matrix but the embeddings drawn with std
+                           0.5 (TRAINED_MAGNITUDE_STD), so attention scores reach
+                           tens and the residual stream before each LayerNorm is
+                           large, as in trained bert-base: the checkpoint on which
+                           tolerances fitted to small activations fail
+                           (bertspec/tolerances.py derives them from a bound);
+                           ~1 MiB, the whole spec runs on it in about the
+                           bundled model's time
 
 The others are hidden 384, 12 heads of 32, FFN 1536. The English vocabulary keeps
 bert-base-uncased's special ids ([PAD]=0, [unused0..98]=1..99, [UNK]=100,
@@ -195,11 +206,40 @@ def sample_texts(member: Member) -> list[str]:
     return [max(lines, key=len), lines[0]]
 
 
+# The trained-magnitude member: the bundled model's width, but weights as large as training makes them. With std 0.5
+# a query or key element is ~sqrt(64)*0.5 = 4, a score ~sqrt(16)*4*4/4 = 16 (tens at the tail), and each sublayer adds
+# O(10) to the residual stream: the sizes on which a float32 rounding error of a few ulps becomes 1e-5 and more.
+TRAINED_MAGNITUDE = "chinese-3l-trained-magnitude"
+TRAINED_MAGNITUDE_SHAPE = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=256,
+                               max_position_embeddings=128, type_vocab_size=2, pad_token_id=0)
+TRAINED_MAGNITUDE_STD = 0.5
+
+
+def write_trained_magnitude(out_dir, seed: int = SEED) -> Path:
+    """save_pretrained the trained-magnitude member: BertForMaskedLM, every weight matrix but the embeddings at std 0.5."""
+    from transformers import BertConfig, BertForMaskedLM
+    from transformers.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    out = Path(out_dir) / TRAINED_MAGNITUDE
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = read_lines(DEFAULT_MODEL_DIR / "vocab.txt")
+    write_tokenizer(out, vocab, TRAINED_MAGNITUDE_SHAPE["max_position_embeddings"])
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(vocab), **TRAINED_MAGNITUDE_SHAPE))
+    for name, weight in model.named_parameters():  # the decoder is tied to the word embeddings: left as drawn
+        if weight.dim() == 2 and ".embeddings." not in name:
+            torch.nn.init.normal_(weight, std=TRAINED_MAGNITUDE_STD)
+    model.save_pretrained(out)
+    return out
+
+
 def write_zoo(out_dir) -> list[Path]:
-    """Write every member of the zoo under ``out_dir``; one folder each, the protein member's last."""
+    """Write every member of the zoo under ``out_dir``; one folder each, ZOO's first, then the trained-magnitude and the protein member."""
     from bertspec import zoo_protein
 
-    return [write_member(out_dir, member) for member in ZOO] + [zoo_protein.write_member(out_dir)]
+    return ([write_member(out_dir, member) for member in ZOO]
+            + [write_trained_magnitude(out_dir), zoo_protein.write_member(out_dir)])
 
 
 def summary(folder, texts) -> str:
@@ -216,6 +256,7 @@ def main(out_dir) -> None:
     print(f"wrote {len(folders)} checkpoints under {out_dir} in {time.perf_counter() - start:.1f}s")
     for member, folder in zip(ZOO, folders):
         print(summary(folder, sample_texts(member)))
+    print(summary(folders[len(ZOO)], sample_texts(ZOO[-1])))  # a Chinese member: Chinese sentences
     from bertspec import zoo_protein
 
     print(summary(folders[-1], zoo_protein.sample_texts()) + "; " + zoo_protein.learned(folders[-1]))
