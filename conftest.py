@@ -8,7 +8,7 @@ the top, so that a bad option or checkpoint is refused before torch loads.
 
 import pytest
 
-from bertspec.evidence import EVIDENCE, Evidence
+from bertspec.handbook.evidence import EVIDENCE, Evidence
 from bertspec.plugin import SETTINGS, Settings
 
 SEED = 0
@@ -27,7 +27,7 @@ def family():
 
 @pytest.fixture(scope="session")
 def tokenizer(settings, family):
-    from bertspec import validate
+    from bertspec.models import validate
 
     return _or_exit(lambda: validate.load_tokenizer(settings.folder(family)))
 
@@ -37,7 +37,7 @@ def model_cache(settings):
     """Loads a model under test for (family, attention implementation), at most once per session."""
     import torch
 
-    from bertspec import loading
+    from bertspec.models import loading
 
     loaded = {}
 
@@ -59,12 +59,12 @@ def bert(settings, model_cache, attn_implementation, family):
     Default: the bundled Chinese BERT in fixtures/default-model, loaded through
     the same from_pretrained(folder) path as a real checkpoint. Its weights are
     deliberately non-degenerate (query/key init std 0.2, decoder bias at the
-    corpus's log unigram prior, 1200 steps of MLM and NSP; bertspec/default_model.py), so
+    corpus's log unigram prior, 1200 steps of MLM and NSP; bertspec/builders/default_model.py), so
     the mask, the scaling, the decoder bias and the transform visibly matter; a
     claim in spec/test_p1_framework.py checks that. With --family, the bundled
     model of each architecture named, built the same way (fixtures/family/).
     """
-    from bertspec.loading import UnsupportedImplementation
+    from bertspec.models.loading import UnsupportedImplementation
 
     if attn_implementation not in settings.attn_implementations:
         pytest.skip(f"{attn_implementation} not chosen by --attn-implementation")
@@ -86,7 +86,7 @@ def as_class(bert, loaded_classes):
     way every run."""
     import torch
 
-    from bertspec import loading
+    from bertspec.models import loading
 
     def get(class_name: str, attn_implementation: str = "eager") -> loading.Loaded:
         key = (bert.folder, class_name, attn_implementation)
@@ -116,7 +116,7 @@ def evidence(request) -> Evidence:
 @pytest.fixture
 def snapshot(snapshot, settings):
     """syrupy's snapshot, storing tensors as text; only the bundled model has snapshots."""
-    from bertspec.snapshot import TensorSnapshotExtension
+    from bertspec.proof.snapshot import TensorSnapshotExtension
 
     if settings.model_path is not None or settings.families:
         pytest.skip("snapshots record the bundled BERT in the default run; --bert-model and --family run every other claim")
@@ -125,7 +125,7 @@ def snapshot(snapshot, settings):
 
 def _or_exit(load):
     """The checkpoint was validated before the session; a load that still fails stops it as a usage error."""
-    from bertspec.validate import CheckpointError
+    from bertspec.models.validate import CheckpointError
 
     try:
         return load()

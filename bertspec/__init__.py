@@ -1,11 +1,11 @@
 """bertspec: BERT's mechanisms as an executable specification.
 
-The toolkit beside the spec: load a model under test (:mod:`bertspec.loading`),
-encode inputs with a length check (:mod:`bertspec.inputs`), record a forward pass
-step by step (:mod:`bertspec.trace`), recompute it from scratch
-(:mod:`bertspec.reference`), probe attention through its outputs
-(:mod:`bertspec.probe`), and write the handbook (:mod:`bertspec.evidence`,
-:mod:`bertspec.figures`, :mod:`bertspec.handbook`, :mod:`bertspec.knowledge`).
+The toolkit beside the spec: load a model under test (:mod:`bertspec.models.loading`),
+encode inputs with a length check (:mod:`bertspec.models.inputs`), record a forward pass
+step by step (:mod:`bertspec.tracing.trace`), recompute it from scratch
+(:mod:`bertspec.proof.reference`), probe attention through its outputs
+(:mod:`bertspec.tracing.probe`), and write the handbook (:mod:`bertspec.handbook.evidence`,
+:mod:`bertspec.handbook.figures`, :mod:`bertspec.handbook.page`, :mod:`bertspec.handbook.knowledge`).
 The pytest plugin of the spec is :mod:`bertspec.plugin`.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 # The repository's fixtures/ folder, installed as the package bertspec.fixtures (see pyproject.toml).
 FIXTURES = Path(str(files("bertspec.fixtures")))
 DEFAULT_MODEL_DIR = FIXTURES / "default-model"
-# The bundled model's siblings in the other BERT-family architectures, built the same way (bertspec/default_model.py).
+# The bundled model's siblings in the other BERT-family architectures, built the same way (bertspec/builders/default_model.py).
 FAMILY_MODEL_DIRS = {name: FIXTURES / "family" / name
                      for name in ("roberta", "distilbert", "albert", "electra", "modernbert")}
 

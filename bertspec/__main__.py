@@ -32,7 +32,7 @@ def _quiet_libraries():
 
 
 def _trace(args) -> None:
-    from bertspec import validate
+    from bertspec.models import validate
 
     if args.model is not None:
         validate.check_folder(args.model)  # a bad folder fails before torch is imported
@@ -41,8 +41,8 @@ def _trace(args) -> None:
 
 
 def _print_trace(args) -> None:
-    from bertspec import loading
-    from bertspec.trace import trace_forward
+    from bertspec.models import loading
+    from bertspec.tracing.trace import trace_forward
 
     bert = loading.load(args.model, args.attn_implementation, args.device)
     mask = bert.tokenizer.mask_token
@@ -88,25 +88,25 @@ def _notes(bert, batch, tokens) -> list[str]:
         notes.append(f"no character of the text is in this vocabulary: every token is {tok.unk_token}")
     if bert.anatomy.family != "bert":
         notes.append(f"every step of {bert.anatomy.name} is traced; bertspec's from-scratch reference "
-                     "(bertspec/reference.py) spells out BERT only, so the claims that recompute with it skip here")
+                     "(bertspec/proof/reference.py) spells out BERT only, so the claims that recompute with it skip here")
     return notes
 
 
 def _random_checkpoint(args) -> None:
-    from bertspec.checkpoints import write_random_checkpoint
+    from bertspec.builders.checkpoints import write_random_checkpoint
 
     write_random_checkpoint(args.out, encoder_only=args.encoder_only)
     print(f"wrote a random bert-base-chinese-sized checkpoint to {args.out}")
 
 
 def _zoo(args) -> None:
-    from bertspec import zoo
+    from bertspec.builders import zoo
 
     zoo.main(args.out)
 
 
 def _build_default_model(args) -> None:
-    from bertspec import default_model
+    from bertspec.builders import default_model
 
     default_model.main(args.out, args.family)
 
@@ -146,7 +146,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from bertspec.validate import CheckpointError, InputTooLongError
+    from bertspec.models.validate import CheckpointError, InputTooLongError
 
     args = parser().parse_args(argv)
     try:

@@ -2,8 +2,8 @@
 
 Loaded by the spec's conftest.py (``pytest_plugins``). Each hook is a line or
 two that hands over to the toolkit: the checkpoint is validated by
-:mod:`bertspec.validate`, each test's claim and evidence are collected by
-:mod:`bertspec.handbook`, benchmark ratios are computed by :mod:`bertspec.cost`.
+:mod:`bertspec.models.validate`, each test's claim and evidence are collected by
+:mod:`bertspec.handbook.page`, benchmark ratios are computed by :mod:`bertspec.proof.cost`.
 Nothing here imports torch, so a bad option fails in well under a second.
 """
 
@@ -18,7 +18,8 @@ from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
-from bertspec import atomic, handbook, validate  # noqa: E402
+from bertspec.handbook import atomic, page as handbook  # noqa: E402
+from bertspec.models import validate
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 SETTINGS = pytest.StashKey["Settings"]()
@@ -26,7 +27,7 @@ COLLECTOR = pytest.StashKey[handbook.Collector]()
 SNAPSHOT_RUN = pytest.StashKey["SnapshotRun"]()
 
 
-FAMILIES = ("bert", "roberta", "distilbert", "albert", "electra", "modernbert")  # bertspec.anatomy.FAMILIES, without torch
+FAMILIES = ("bert", "roberta", "distilbert", "albert", "electra", "modernbert")  # bertspec.models.anatomy.FAMILIES, without torch
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for marker in (
         "meta: the spec checking itself (claims fail on counterfeits, docstrings follow the format)",
-        "counterfeits(*names): the counterfeit models (bertspec.counterfeits) on which this claim must fail",
+        "counterfeits(*names): the counterfeit models (bertspec.proof.counterfeits) on which this claim must fail",
         "browser: opens the written report in headless Chromium (select alone with -m browser)",
     ):
         config.addinivalue_line("markers", marker)
@@ -106,7 +107,7 @@ def _check_or_stop(settings: Settings) -> None:
     """Validate the device and the checkpoint completely; any problem stops the session as a usage error (exit 4)."""
     try:
         if settings.device == "cuda":
-            from bertspec.loading import check_device
+            from bertspec.models.loading import check_device
 
             check_device(settings.device)
         if settings.model_path is not None:
@@ -279,6 +280,6 @@ def pytest_html_results_table_html(report, data):
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """Add every benchmark's ratios to the JSON that --benchmark-json / --benchmark-autosave write."""
-    from bertspec import cost
+    from bertspec.proof import cost
 
     cost.add_ratios(output_json)

@@ -20,8 +20,8 @@ import torch
 
 from bertspec import DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS
 from bertspec.__main__ import main as cli
-from bertspec.broken import Code, config_with, copy, entry, header, nan_in, row, vocab, write
-from bertspec.inputs import CHINESE
+from bertspec.proof.broken import Code, config_with, copy, entry, header, nan_in, row, vocab, write
+from bertspec.models.inputs import CHINESE
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"pytest": [], "pytest -n 2": ["-n", "2"]}
@@ -294,7 +294,7 @@ def test_an_encoder_only_checkpoint_runs_the_encoder_claims_and_skips_the_head_c
     原因：句向量模型只保存 BertModel。这样的 checkpoint 是合法的，所以会话照常运行；mlm fixture 跳过每条关于预测头的断言并说明原因，
     而不是在 transformers 随机初始化的预测头上运行。这里用两条断言（各一条）展示（CI 中整个 spec 也这样在 encoder-only 模型上运行）。
     """
-    from bertspec import loading
+    from bertspec.models import loading
 
     full = loading.load(None)
     full.encoder.save_pretrained(tmp_path / "encoder-only")
@@ -436,7 +436,7 @@ def test_the_report_and_its_data_are_replaced_whole_never_left_half_written(tmp_
     pytest-html writes its page with ``open("w")`` and one write; a run killed,
     or a disk filled, between the two leaves an empty or partial page, and two
     sessions writing the same path interleave. The plugin routes pytest-html's
-    write, and the handbook's JSON, through bertspec.atomic.write_atomically:
+    write, and the handbook's JSON, through bertspec.handbook.atomic.write_atomically:
     the text goes to a temporary file beside the report, renamed over it (atomic
     on POSIX within one file system), so a reader sees the old file or the new
     one. Here one write fails midway (text that cannot be encoded) both ways:
@@ -448,13 +448,13 @@ def test_the_report_and_its_data_are_replaced_whole_never_left_half_written(tmp_
     问题：两次运行同时写，或写到一半被杀掉，会不会留下损坏的报告？
     中文：report.html 与 report.json 先写入临时文件再改名到位：写入失败时旧报告保持完整。
     原因：pytest-html 用 open("w") 加一次 write 写页面；两者之间进程被杀或磁盘写满，会留下空的或半截的页面，两个会话写同一路径会交错。
-    插件让 pytest-html 的写入和手册的 JSON 都经过 bertspec.atomic.write_atomically：文本先写到报告旁的临时文件，再改名覆盖（在同一
+    插件让 pytest-html 的写入和手册的 JSON 都经过 bertspec.handbook.atomic.write_atomically：文本先写到报告旁的临时文件，再改名覆盖（在同一
     文件系统内 POSIX 保证原子性），读者看到的要么是旧文件要么是新文件。这里让一次写入中途失败（无法编码的文本），两种方式各一次：
     就地写入，旧报告没了；原子写入，旧报告完好，也没有残留的临时文件。随后一次真实会话经由它写出两个文件。
     """
     from pytest_html.basereport import BaseReport
 
-    from bertspec import atomic
+    from bertspec.handbook import atomic
 
     def in_place(path, text):
         with Path(path).open("w", encoding="utf-8") as f:
@@ -462,7 +462,7 @@ def test_the_report_and_its_data_are_replaced_whole_never_left_half_written(tmp_
 
     failing = "<html>the new report" + "\ud800" * 3  # a lone surrogate: utf-8 refuses it after the file is opened
     rows = []
-    for name, write in (("in place (open, write)", in_place), ("bertspec.atomic.write_atomically", atomic.write_atomically)):
+    for name, write in (("in place (open, write)", in_place), ("bertspec.handbook.atomic.write_atomically", atomic.write_atomically)):
         report = tmp_path / name / "report.html"
         report.parent.mkdir()
         report.write_text("<html>the old report</html>", encoding="utf-8")
@@ -601,7 +601,7 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     evidence.table(wheel.name, ["file", "in the wheel, identical"], list(same.items()))
     evidence.text("entry_points.txt", entry_points)
     assert all(same.values())
-    assert {"bertspec/assets/handbook.css", "bertspec/assets/handbook.js"} <= names
+    assert {"bertspec/handbook/assets/handbook.css", "bertspec/handbook/assets/handbook.js"} <= names
     assert "bertspec = bertspec.__main__:main" in entry_points
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec import scope
+from bertspec.proof import scope
 from bertspec.__main__ import main as cli
-from bertspec.inputs import (CHINESE, ENGLISH, MAX_UNKNOWN_SHARE, VOCABULARY, InputTooLongError, texts_for,
+from bertspec.models.inputs import (CHINESE, ENGLISH, MAX_UNKNOWN_SHARE, VOCABULARY, InputTooLongError, texts_for,
                              unknown_share)
-from bertspec.masks import layer_mask_replaced
-from bertspec.tolerances import kernel_tolerance
-from bertspec import trace as trace_module
-from bertspec.trace import INTERNALS, Step, _Statistics, quantity
+from bertspec.tracing.masks import layer_mask_replaced
+from bertspec.proof.tolerances import kernel_tolerance
+from bertspec.tracing import trace as trace_module
+from bertspec.tracing.trace import INTERNALS, Step, _Statistics, quantity
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +51,7 @@ def test_the_tracer_records_every_step_of_every_layer_in_post_ln_order(bert, evi
     """The tracer records embeddings, every layer's attention and feed-forward, and the head, in execution order.
 
     Step names are true module paths of the model (BertForMaskedLM's for BERT;
-    bertspec/anatomy.py holds each family's). BERT is post-LN: each sub-layer's
+    bertspec/models/anatomy.py holds each family's). BERT is post-LN: each sub-layer's
     output is added to its input and *then* normalised, so ``LayerNorm:input``
     is exactly ``dense output + residual`` (dropout is the identity in eval
     mode). The test checks the order and that arithmetic for every layer,
@@ -61,7 +61,7 @@ def test_the_tracer_records_every_step_of_every_layer_in_post_ln_order(bert, evi
     Question: What does the tracer record, and in what order?
     问题：tracer 记录了哪些步骤，按什么顺序？
     中文：tracer 按执行顺序记录嵌入层、每层的 attention 与前馈网络、以及预测头。
-    原因：步骤名就是模型中真实的模块路径（BERT 是 BertForMaskedLM 的；bertspec/anatomy.py 记录每个家族的）。BERT 是 post-LN：
+    原因：步骤名就是模型中真实的模块路径（BERT 是 BertForMaskedLM 的；bertspec/models/anatomy.py 记录每个家族的）。BERT 是 post-LN：
     子层输出先与输入相加，再做 LayerNorm，所以 LayerNorm:input 恰好等于 dense 输出 + 残差（推理模式下 dropout 为恒等）。
     测试对每一层检查顺序与这一算术关系，正是这一点保证了步骤名的真实性。
     """
@@ -139,7 +139,7 @@ def test_every_summary_matches_a_float64_reduction_even_for_the_finfo_min_mask(b
 
     A summary is four sums per step, read back to the host once per forward.
     On the CPU a float32 step is summed in one pass with float64 accumulators
-    (bertspec/_moments.c; the next claim): no float32 square or sum can
+    (bertspec/tracing/_moments.c; the next claim): no float32 square or sum can
     overflow them. Without that extension, or on another device or dtype,
     torch reduces the tensor in its own dtype, and the steps that hold the
     additive mask — n × finfo(float32).min overflows a float32 sum — and integer
@@ -153,7 +153,7 @@ def test_every_summary_matches_a_float64_reduction_even_for_the_finfo_min_mask(b
     问题：trace 的摘要数值足够准确吗？满是 finfo.min 的 mask 也一样吗？
     中文：每一步的均值、标准差、最小值、最大值与 float64 的结果相差不超过 1e-5，满是 finfo(float32).min 的 mask 也不例外。
     原因：摘要是每一步的四个和，每次前向只读回主机一次。在 CPU 上，float32 步骤用 float64 累加器一次读完求和
-    （bertspec/_moments.c，见下一条），float32 的平方与和都不会让它溢出。没有这个扩展、或在其他设备与 dtype 上，
+    （bertspec/tracing/_moments.c，见下一条），float32 的平方与和都不会让它溢出。没有这个扩展、或在其他设备与 dtype 上，
     torch 按张量自身的 dtype 归约；持有加性 mask 的步骤（n × finfo(float32).min 会让 float32 求和溢出）以及整数与布尔步骤用
     float64 求和。在带 padding 的 batch 上，每一步都与其保留张量的 float64 副本经 torch 归约的结果比较（标准差带 Bessel 校正）：
     误差在 |值| 与标准差二者较大者的 1e-5 以内，且仅在 float64 结果非有限处（推导出的 -inf）非有限。
@@ -228,7 +228,7 @@ def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_cas
 
     torch summarises a tensor in three passes (aminmax, sum, dot); inside a
     forward each re-reads memory the forward has moved on from, some 7 % of a
-    bert-base forward at batch 1 (P4.2b). bertspec/_moments.c reads each value
+    bert-base forward at batch 1 (P4.2b). bertspec/tracing/_moments.c reads each value
     once, 8 at a time (AVX2), from 32 768 values on shared among the threads
     torch's OpenMP team runs its own kernels on: sum and sum of squares in
     float64 lanes, where a float32 square is exact and no float32 input can
@@ -245,14 +245,14 @@ def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_cas
     问题：一次读完的快速摘要和 float64 归约一样准确吗？
     中文：编译的一次读完摘要在 trace 遇到的每种边界情况上都等于 float64 的结果，并且 trace 的每个 float32 步骤都由它求和。
     原因：torch 用三遍（aminmax、sum、dot）汇总张量；在前向中每一遍都要重读前向已经离开的内存，约占 bert-base 在 batch 1
-    的前向的 7%（P4.2b）。bertspec/_moments.c 每个值只读一次、一次 8 个（AVX2），从 32 768 个值起由 torch 的 OpenMP
+    的前向的 7%（P4.2b）。bertspec/tracing/_moments.c 每个值只读一次、一次 8 个（AVX2），从 32 768 个值起由 torch 的 OpenMP
     线程组分担：和与平方和用 float64 通道累加——float32 的平方在其中是精确的，任何 float32 输入都不会溢出——最小值与最大值用 float32 通道，精确。inf 或 nan 使和非有限，此时该步骤改由 torch
     求和，其最小值与最大值像 float64 一样传播 nan。在循环步长附近的各种长度与每种边界值上与 torch 归约的 float64 副本比较；
     内置模型 trace 的每个 float32 步骤都走这一遍。可选扩展没有编译成功时（没有 C 编译器，或 CPU 没有 AVX2）跳过。
     """
     one_pass = trace_module.fused_moments
     if one_pass is None:
-        pytest.skip(f"the optional extension bertspec._moments is not built here ({trace_module.MOMENTS_MISSING}): "
+        pytest.skip(f"the optional extension bertspec.tracing._moments is not built here ({trace_module.MOMENTS_MISSING}): "
                     "the tracer sums with torch's reductions, checked by the next claim")
     rows = edge_case_errors(monkeypatch, fused=True)
     calls = []
@@ -271,7 +271,7 @@ def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_cas
 def test_without_the_compiled_pass_torchs_reductions_give_the_same_summaries(monkeypatch, evidence):
     """Without the compiled pass, torch's reductions give the same summaries on the same edge cases, two of them excepted.
 
-    Where bertspec._moments is missing (another device, dtype or machine) the
+    Where bertspec.tracing._moments is missing (another device, dtype or machine) the
     tracer sums with torch: aminmax, sum and a dot in the tensor's own dtype,
     in float64 for the mask-holding (wide) steps. The same edge cases are
     checked against float64; two are beyond float32 sums of squares and shown,
@@ -284,7 +284,7 @@ def test_without_the_compiled_pass_torchs_reductions_give_the_same_summaries(mon
     Question: Without the compiled pass, are the summaries still exact enough?
     问题：没有编译的那一遍时，摘要仍然足够准确吗？
     中文：没有编译的一遍时，torch 的归约在同样的边界情况上给出同样的摘要，两种情况除外。
-    原因：缺少 bertspec._moments（其他设备、dtype 或机器）时，tracer 用 torch 求和：aminmax、sum 与点积按张量自身的 dtype，
+    原因：缺少 bertspec.tracing._moments（其他设备、dtype 或机器）时，tracer 用 torch 求和：aminmax、sum 与点积按张量自身的 dtype，
     持有 mask 的（wide）步骤用 float64。同样的边界情况与 float64 比较；有两种超出 float32 平方和的能力，只展示不断言：
     ±finfo.max（平方溢出），以及比均值小三万倍的离散度（float32 的 7 位有效数字容不下）。本规范检查的 trace 中没有这样的步骤：
     在有这个扩展之前，上面那条只用 torch 的归约就在 CI 运行的每个 checkpoint 上通过。
@@ -352,7 +352,7 @@ def test_a_forward_that_raises_inside_attention_leaves_nothing_of_the_tracer_beh
     原因：tracer 在第一个 self-attention 模块算出 q、k、v 后打开 function mode，在该模块返回时关闭。中途抛出异常的前向不会回到那里：
     关闭 tracer 时会关掉 mode 并移除所有 hook，因此下一次前向就是普通前向，逐位相同。若 mode 仍开着，进程之后的每个 torch 调用都会经过已关闭的 tracer。
     """
-    from bertspec.trace import Tracer
+    from bertspec.tracing.trace import Tracer
 
     a, batch = bert.anatomy, bert.example()
     values = bert.module(f"{a.attention(0)}.{a.fused_qkv or a.value}")
@@ -517,9 +517,9 @@ def test_the_example_texts_are_in_the_vocabularys_language_so_the_claims_see_rea
 
     A claim run on a sentence the vocabulary cannot read would pass on a row
     of identical [UNK]s that differ only by position: true, and nearly empty.
-    bertspec.inputs holds the same sentences in Chinese (the plan's) and in
+    bertspec.models.inputs holds the same sentences in Chinese (the plan's) and in
     English and picks, per checkpoint, the set with the fewest [UNK]
-    (bertspec.inputs.texts_for). When even that set has more than 10% [UNK]
+    (bertspec.models.inputs.texts_for). When even that set has more than 10% [UNK]
     (MAX_UNKNOWN_SHARE), the vocabulary is neither language's — a protein's,
     a chemistry's, a code's — and the sentences are spelled with its own
     ordinary tokens, one space apart, drawn by a seeded generator. Every
@@ -530,8 +530,8 @@ def test_the_example_texts_are_in_the_vocabularys_language_so_the_claims_see_rea
     Question: Do the claims run on text my checkpoint's vocabulary can read?
     问题：结论是在我的 checkpoint 词表能读懂的文本上运行的吗？
     中文：结论的例句按 checkpoint 词表的语言选择，或用词表自身的 token 拼成，因此它们看到的是真实的 token，而不是 [UNK]。
-    原因：在词表读不懂的句子上运行的结论，会在一排只有位置不同的 [UNK] 上通过：为真，却几乎是空的。bertspec.inputs 保存了
-    中文（计划中的）与英文两套相同的例句，并为每个 checkpoint 选择 [UNK] 最少的一套（bertspec.inputs.texts_for）。若这一套的
+    原因：在词表读不懂的句子上运行的结论，会在一排只有位置不同的 [UNK] 上通过：为真，却几乎是空的。bertspec.models.inputs 保存了
+    中文（计划中的）与英文两套相同的例句，并为每个 checkpoint 选择 [UNK] 最少的一套（bertspec.models.inputs.texts_for）。若这一套的
     [UNK] 仍超过 10%（MAX_UNKNOWN_SHARE），词表就不属于这两种语言——如蛋白质、化学或代码词表——例句改由它自己的普通 token
     以空格相隔拼成，由固定种子的生成器抽取。每个 [MASK] 对应填好的句子中的一个 token，无论选中哪一套，其 token 中 [UNK] 最多只能占 10%。
     """
@@ -554,11 +554,11 @@ def test_a_vocabulary_of_neither_language_gets_example_sentences_spelled_with_it
     sets are then mostly [UNK] (ProtBert's makes every English and Chinese
     word [UNK]: 45 of the 48 English tokens, the other 3 being the [MASK]s),
     over the 10% MAX_UNKNOWN_SHARE, so
-    bertspec.inputs.texts_for spells the same fields (a sentence with a
+    bertspec.models.inputs.texts_for spells the same fields (a sentence with a
     [MASK], a shorter one, a pair, masked and filled sentences, text around an
     unknown character, a pre-split sentence, lines of running text) with the
     vocabulary's own ordinary tokens, one space apart, drawn by a seeded
-    generator. Shown on ProtBert's vocabulary (bertspec/zoo_protein.py), so
+    generator. Shown on ProtBert's vocabulary (bertspec/builders/zoo_protein.py), so
     the default run checks what a domain checkpoint would get.
 
     Claim ID: P1.1
@@ -566,13 +566,13 @@ def test_a_vocabulary_of_neither_language_gets_example_sentences_spelled_with_it
     问题：我的词表既不是中文也不是英文时，结论用什么例句？
     中文：既非中文也非英文的词表（如 ProtBert 的 25 个氨基酸字母）得到用它自己的 token 拼成的例句：没有 [UNK]，每个 [MASK] 是一个 token，每次调用都相同。
     原因：蛋白质、化学与代码 BERT 就有这样的词表：两套例句都大多是 [UNK]（ProtBert 的词表把每个英文词与中文字都变成 [UNK]：48 个英文 token 中的 45 个，
-    其余 3 个是 [MASK]），超过 10% 的 MAX_UNKNOWN_SHARE，于是 bertspec.inputs.texts_for 用词表自己的普通 token（以空格相隔、由固定种子的
+    其余 3 个是 [MASK]），超过 10% 的 MAX_UNKNOWN_SHARE，于是 bertspec.models.inputs.texts_for 用词表自己的普通 token（以空格相隔、由固定种子的
     生成器抽取）拼出同样的各项（带一个 [MASK] 的句子、较短的句子、句子对、遮盖与填好的句子、未知字符两侧的文本、预先切好的句子、
-    成行的文本）。这里在 ProtBert 的词表（bertspec/zoo_protein.py）上展示，默认运行因此检查了领域 checkpoint 会得到的例句。
+    成行的文本）。这里在 ProtBert 的词表（bertspec/builders/zoo_protein.py）上展示，默认运行因此检查了领域 checkpoint 会得到的例句。
     """
     from transformers import BertTokenizer
 
-    from bertspec.zoo_protein import VOCAB
+    from bertspec.builders.zoo_protein import VOCAB
 
     (tmp_path / "vocab.txt").write_text("".join(token + "\n" for token in VOCAB), encoding="utf-8")
     tokenizer = BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=False)
@@ -630,7 +630,7 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     and keeps every bias at zero, so a claim about the mask or the bias would
     prove little on it. The bundled model starts query/key weights at std 0.2 and
     the decoder bias at the corpus's log unigram frequencies, then trains 1200
-    steps of MLM plus next-sentence prediction (bertspec/default_model.py); its
+    steps of MLM plus next-sentence prediction (bertspec/builders/default_model.py); its
     siblings in the other families (--family) start the same way and train 400
     steps of MLM (ALBERT's and ELECTRA's embedding projection at std 0.2 too). Thresholds: mean attention entropy per
     layer under 60% of the uniform log T; dropping the mask moves real tokens by
@@ -643,7 +643,7 @@ def test_the_bundled_model_is_trained_enough_that_every_mechanism_visibly_matter
     中文：自带模型不是退化的：注意力是尖锐的，mask、decoder 偏置与 LayerNorm 都确实起作用。
     原因：按 BERT 常用的 0.02 初始化，小模型的注意力几乎均匀、偏置全为 0，关于 mask 或偏置的断言几乎证明不了什么。
     自带模型把 query/key 权重初始化为标准差 0.2、decoder 偏置初始化为语料的对数词频，再训练 1200 步 MLM 加下一句预测
-    （bertspec/default_model.py）；其他家族的同类模型（--family）以同样方式起步，训练 400 步 MLM（ALBERT 与 ELECTRA 的嵌入投影也以标准差 0.2 初始化）。阈值：每层平均注意力熵低于均匀分布 log T 的 60%；去掉 mask 使真实 token 的输出变化超过 0.1；
+    （bertspec/builders/default_model.py）；其他家族的同类模型（--family）以同样方式起步，训练 400 步 MLM（ALBERT 与 ELECTRA 的嵌入投影也以标准差 0.2 初始化）。阈值：每层平均注意力熵低于均匀分布 log T 的 60%；去掉 mask 使真实 token 的输出变化超过 0.1；
     去掉 decoder 偏置会改变训练文本上的部分预测；每个 LayerNorm 都不同于恒等变换；首[MASK] 被预测为"都"。
     """
     if not bert.bundled:

@@ -10,12 +10,14 @@ import dataclasses
 import pytest
 import torch
 
-from bertspec import masks, probe, scope, teeth, versions
-from bertspec.figures import mask_path_figure
-from bertspec.inputs import pad_right
-from bertspec.modes import dropout_disabled, dropout_probabilities, training
-from bertspec.reference import additive_mask
-from bertspec.tolerances import TOL, kernel_tolerance
+from bertspec.tracing import masks, probe
+from bertspec.proof import scope, teeth
+from bertspec.models import versions
+from bertspec.handbook.figures import mask_path_figure
+from bertspec.models.inputs import pad_right
+from bertspec.tracing.modes import dropout_disabled, dropout_probabilities, training
+from bertspec.proof.reference import additive_mask
+from bertspec.proof.tolerances import TOL, kernel_tolerance
 
 
 def padded_batch(bert):
@@ -68,7 +70,7 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     """The mask a layer receives is None, boolean or additive float, as this transformers version's code says.
 
     The form depends on the version and on the attention implementation (see
-    MASK_FORM in bertspec/versions.py): transformers 4.x eager always materialises
+    MASK_FORM in bertspec/models/versions.py): transformers 4.x eager always materialises
     ``(1.0 - mask) * finfo.min`` as [B, 1, 1, T] (all -0.0 without padding, the
     famous "all-zero" mask); 4.x sdpa and all of 5.x skip the mask (None) when
     nothing is padded; with padding 5.x gives eager an additive [B, 1, T, T]
@@ -79,7 +81,7 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     Question: What form does the mask take inside a layer: None, boolean or float?
     问题：mask 传到层里时是什么形式：None、布尔还是浮点？
     中文：各层收到的 mask 是 None、布尔张量还是加性浮点张量，取决于所装 transformers 版本的代码。
-    原因：形式取决于版本与 attention 实现（见 bertspec/versions.py 的 MASK_FORM）：
+    原因：形式取决于版本与 attention 实现（见 bertspec/models/versions.py 的 MASK_FORM）：
     4.x eager 总是构造 [B,1,1,T] 的 (1.0-mask)*finfo.min（无 padding 时全为 -0.0，即"全0"mask）；
     4.x sdpa 与 5.x 在没有 padding 时直接传 None；有 padding 时 5.x 给 eager 加性浮点 [B,1,T,T]、
     给 sdpa 布尔 [B,1,T,T]。测试记录所装版本的实际形式，一旦改变即失败。
@@ -144,7 +146,7 @@ def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert,
     x + (-0.0) == x exactly for every float x, including +0.0. So the
     "all-zero" mask people see when printing it is not a bug: it is the
     additive identity, and it leaves attention untouched. Which versions
-    materialise it (bertspec/versions.py, MASK_FORM): transformers 4.x eager
+    materialise it (bertspec/models/versions.py, MASK_FORM): transformers 4.x eager
     hands every layer this [B, 1, 1, T] tensor of -0.0, and the claim adds the
     mask the layer received to the scores it observed; 4.x sdpa and 5.x pass
     None when nothing is padded, so no all-zero mask exists there, and the claim
@@ -155,7 +157,7 @@ def test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged(bert,
     问题：为什么 attention mask 全是 0？
     中文：当层收到无 padding batch 的"全0"mask（-0.0）时，加上它不会改变任何分数，连最后一位都不变。
     原因：(1.0-1)*finfo.min 等于 -0.0（正零乘以负数），而对任何浮点数 x 有 x + (-0.0) == x（含 +0.0）。
-    所以打印出的"全0" mask 不是 bug，而是加法单位元，不改变 attention。哪些版本会构造它（bertspec/versions.py 的 MASK_FORM）：
+    所以打印出的"全0" mask 不是 bug，而是加法单位元，不改变 attention。哪些版本会构造它（bertspec/models/versions.py 的 MASK_FORM）：
     transformers 4.x eager 给每层一个 [B,1,1,T]、全为 -0.0 的张量，本断言把层实际收到的 mask 加到观测到的分数上；
     4.x sdpa 与 5.x 在没有 padding 时传 None，那里不存在全0 mask，本断言如实说明，并改用公式构造的 mask 检查同一恒等式。
     """
@@ -186,7 +188,7 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     adds nothing, the second adds 0, the third is turned into one of the first
     two by transformers. Eager attention computes identical bits; sdpa may route
     a masked call to another fused kernel, so it is held to the float32 kernel
-    tolerance (bertspec.tolerances).
+    tolerance (bertspec.proof.tolerances).
 
     Claim ID: P2.1d
     Question: Do no mask, an all-zero mask and an all-ones mask give the same output?
@@ -194,7 +196,7 @@ def test_no_mask_an_all_zero_mask_and_an_all_ones_2d_mask_give_the_same_outputs(
     中文：不传 mask、显式的全0 mask、全1的二维 mask，三者得到相同的 encoder 输出。
     原因：三者表达的都是"所有 key 都可见"：第一个什么都不加，第二个加 0，第三个被 transformers
     转换成前两者之一。eager 结果逐位相同；sdpa 可能因有无 mask 选择不同的融合内核，
-    按 float32 内核容差（bertspec.tolerances）比较。
+    按 float32 内核容差（bertspec.proof.tolerances）比较。
     """
     batch = unpadded_batch(bert)
     scope.attends_globally(bert, batch.input_ids.shape[1])
@@ -222,7 +224,7 @@ def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
     (a boolean mask, 5.x sdpa, makes the kernel skip the key). The proof rests
     on what attention outputs, so it holds for the fused sdpa kernel too:
     shifting the value vectors at the [PAD] keys by 1e30, one layer at a time
-    (bertspec.probe), leaves every attention output of every query bit-for-bit
+    (bertspec.tracing.probe), leaves every attention output of every query bit-for-bit
     unchanged, since 0 · 1e30 = 0; any probability above ~1e-36 would have moved
     it. On eager the observed probabilities are also exactly 0.0; on sdpa the
     table shows the tracer's derived ones.
@@ -233,7 +235,7 @@ def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence):
     中文：每一层、每个头、每个 query 给 [PAD] key 的概率严格等于 0.0：它的 value 不影响任何输出。
     原因：softmax 中 exp(x_j - max x)；padding 位置 x_j = score + finfo.min ≈ -3.4e38，
     远小于 float32 最小次正规数的对数（约 -103.3），exp 下溢为精确的 0，而不只是很小（布尔 mask，即 5.x sdpa，让内核直接跳过该 key）。
-    证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：逐层把 [PAD] key 处的 value 向量平移 1e30（bertspec.probe），
+    证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：逐层把 [PAD] key 处的 value 向量平移 1e30（bertspec.tracing.probe），
     每个 query 的 attention 输出逐位不变，因为 0 · 1e30 = 0；任何大于约 1e-36 的概率都会让它改变。eager 上观测到的概率也严格为 0.0；
     sdpa 上表格显示的是 tracer 推导的概率。
     """
@@ -302,7 +304,7 @@ def test_every_attention_row_sums_to_one(bert, evidence):
     row is still a probability distribution over the keys it may see. Shown
     through what attention outputs, so it holds for the fused sdpa kernel too:
     with every value vector replaced by ones, a query's output is Σ_j p_ij · 1,
-    its row sum (bertspec.probe). Tolerance: T float32 terms, each rounded to
+    its row sum (bertspec.tracing.probe). Tolerance: T float32 terms, each rounded to
     2^-24 relative (TOL["prob_sum"]). The table adds the row sums of the traced
     probabilities (derived, on sdpa).
 
@@ -312,7 +314,7 @@ def test_every_attention_row_sums_to_one(bert, evidence):
     中文：每个 query 的注意力概率之和为 1，padding 位置的 query 也一样。
     原因：mask 只是把某些 key 从 softmax 的求和中去掉，并不去掉 query；每一行仍是对可见 key 的概率分布。
     证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：把每个 value 向量换成全 1，query 的输出就是 Σ_j p_ij · 1，
-    即它那一行的和（bertspec.probe）。容差：T 个 float32 项，每项按 2^-24 的相对误差舍入（TOL["prob_sum"]）。
+    即它那一行的和（bertspec.tracing.probe）。容差：T 个 float32 项，每项按 2^-24 的相对误差舍入（TOL["prob_sum"]）。
     表格另列出 trace 记录的概率的行和（sdpa 上为推导值）。
     """
     batch = padded_batch(bert)
@@ -456,7 +458,7 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
     Nothing in attention singles out the [MASK] id. As a key it is seen by
     every query, shown through what attention outputs, so on the fused sdpa
     kernel too: shifting the [MASK] position's value moves every query's output
-    in every layer and head (bertspec.probe). As a query, the mask each layer
+    in every layer and head (bertspec.tracing.probe). As a query, the mask each layer
     receives allows it every real key, exactly as for any other token; on
     eager, where the probabilities are observed, each of them is positive
     (on sdpa the table shows the tracer's derived ones). Only [PAD] keys are
@@ -467,7 +469,7 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
     问题：[MASK] token 在 attention 中会被屏蔽吗？
     中文：[MASK] 是普通的可见 token：每个 query 都给它权重，它也可以关注每个真实 token。
     原因：attention 中没有任何针对 [MASK] id 的特殊处理。作为 key，每个 query 都能看到它——通过 attention 的输出展示，
-    因此对 sdpa 融合内核同样成立：平移 [MASK] 位置的 value 会改变每一层、每个头中每个 query 的输出（bertspec.probe）。作为 query，
+    因此对 sdpa 融合内核同样成立：平移 [MASK] 位置的 value 会改变每一层、每个头中每个 query 的输出（bertspec.tracing.probe）。作为 query，
     每层收到的 mask 允许它看到每个真实 key，与其他 token 完全一样；在能观测概率的 eager 上，每个概率都为正（sdpa 上表格显示
     tracer 推导的概率）。只有 [PAD] key 被隐藏。
     """
@@ -551,7 +553,7 @@ def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editi
     import inspect
     from pathlib import Path
 
-    from bertspec.trace import Tracer
+    from bertspec.tracing.trace import Tracer
 
     source = Path(inspect.getsourcefile(type(bert.encoder)))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()

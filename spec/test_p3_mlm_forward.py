@@ -2,7 +2,7 @@
 
 The path is input_ids → embeddings → encoder layers → sequence_output → head →
 logits → loss. Each claim recomputes one part from the model's own weights (the
-from-scratch reference in bertspec/reference.py, or a line of torch in the test)
+from-scratch reference in bertspec/proof/reference.py, or a line of torch in the test)
 fed the very tensor transformers' module received, then the whole model end to
 end, then the predictions. The masking that makes training data
 (DataCollatorForLanguageModeling) closes the chapter; counterfeit models at the
@@ -22,13 +22,14 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from bertspec import anatomy, counterfeits, scope, teeth, versions
-from bertspec.figures import loss_and_gradient_figure
-from bertspec.inputs import texts_for
-from bertspec.modes import training
-from bertspec.reference import ACTIVATIONS, IGNORE_INDEX, additive_mask, from_model, mlm_loss, token_nll
-from bertspec.tolerances import TOL, attention_component, forward_tolerance, score_peak
-from bertspec.trace import MODEL_INPUTS, module_path
+from bertspec.models import anatomy, versions
+from bertspec.proof import counterfeits, scope, teeth
+from bertspec.handbook.figures import loss_and_gradient_figure
+from bertspec.models.inputs import texts_for
+from bertspec.tracing.modes import training
+from bertspec.proof.reference import ACTIVATIONS, IGNORE_INDEX, additive_mask, from_model, mlm_loss, token_nll
+from bertspec.proof.tolerances import TOL, attention_component, forward_tolerance, score_peak
+from bertspec.tracing.trace import MODEL_INPUTS, module_path
 
 SEED = 0
 
@@ -325,7 +326,7 @@ def test_in_training_mode_embedding_dropout_zeroes_a_fraction_p_and_scales_the_r
 def recomputed_components(reference, trace, mask):
     """(step, recomputed, traced, tolerance) for every encoder sublayer, each fed the traced upstream activation.
 
-    The reference is BERT's (bertspec.reference), so the steps are read through BERT's anatomy.
+    The reference is BERT's (bertspec.proof.reference), so the steps are read through BERT's anatomy.
     """
     a = anatomy.BERT
     x = trace.tensor(a.embeddings)
@@ -347,14 +348,14 @@ def recomputed_components(reference, trace, mask):
 def test_each_encoder_layer_recomputed_by_hand_is_attention_residual_layernorm_then_ffn_residual_layernorm(bert, evidence):
     """Each encoder layer is LayerNorm(x + Attention(x)), then LayerNorm(a + FFN(a)): recomputed by hand, sublayer by sublayer.
 
-    The reference (bertspec/reference.py) writes every sublayer out: multi-head
+    The reference (bertspec/proof/reference.py) writes every sublayer out: multi-head
     attention softmax(q k^T / sqrt(d) + mask) v, the output projection plus the
     residual then LayerNorm (post-LN: normalised after the sum), the
     feed-forward dense → activation → dense, plus the residual, then LayerNorm.
     Each sublayer is fed the tensor transformers' own sublayer received, so an
     error cannot hide in an earlier one. Tolerance: TOL["reference_component"],
     and for the attention probabilities and context one that grows with the
-    largest score and value (bertspec.tolerances.attention_component: a score
+    largest score and value (bertspec.proof.tolerances.attention_component: a score
     rounded another way is off by ulps of itself, and trained checkpoints'
     scores reach ±50).
 
@@ -362,10 +363,10 @@ def test_each_encoder_layer_recomputed_by_hand_is_attention_residual_layernorm_t
     Question: What exactly happens inside one encoder layer?
     问题：一个 encoder 层内部到底做了什么？
     中文：每个 encoder 层都是 LayerNorm(x + Attention(x))，再 LayerNorm(a + FFN(a))：逐个子层手工重算。
-    原因：参考实现（bertspec/reference.py）写出每个子层：多头注意力 softmax(qk^T/sqrt(d) + mask)v，输出投影加残差后做 LayerNorm
+    原因：参考实现（bertspec/proof/reference.py）写出每个子层：多头注意力 softmax(qk^T/sqrt(d) + mask)v，输出投影加残差后做 LayerNorm
     （post-LN：先相加再归一化），前馈网络 dense→激活→dense，加残差后 LayerNorm。每个子层都输入 transformers
     对应子层实际收到的张量，误差无法藏在前面的子层里。容差见 TOL["reference_component"]；注意力概率与上下文的容差随最大分数与最大 value
-    增长（bertspec.tolerances.attention_component：以另一种方式舍入的分数相差它自身的若干 ulp，而训练过的 checkpoint 分数可达 ±50）。
+    增长（bertspec.proof.tolerances.attention_component：以另一种方式舍入的分数相差它自身的若干 ulp，而训练过的 checkpoint 分数可达 ±50）。
     """
     batch = masked_batch(bert)
     trace, _ = bert.trace(batch)
@@ -513,11 +514,11 @@ def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_sn
 def test_the_reference_forward_reproduces_transformers_logits_sequence_output_and_loss(mlm, evidence):
     """The from-scratch reference, given only the state dict, reproduces transformers' logits, sequence_output and loss.
 
-    bertspec/reference.py loads the weights with ``strict=True`` and spells out
+    bertspec/proof/reference.py loads the weights with ``strict=True`` and spells out
     every step; run end to end on the padded, masked batch it agrees with
     transformers everywhere, padded positions included. On eager the arithmetic
     turns out bit-equal; sdpa's fused kernel rounds differently, so each output
-    is held to the rounding bound of bertspec.tolerances.forward_tolerance: L
+    is held to the rounding bound of bertspec.proof.tolerances.forward_tolerance: L
     layers x (2 (sqrt(head_dim) u32 + 2u) x the largest score + (2 sqrt(hidden)
     + sqrt(intermediate)) u32 + 3u) x max|output| (float32, u = u32 = 2^-24),
     which grows with the scores a trained checkpoint has.
@@ -526,9 +527,9 @@ def test_the_reference_forward_reproduces_transformers_logits_sequence_output_an
     Question: Can BERT be rebuilt from scratch from its state dict alone?
     问题：只用 state dict 能从零重建 BERT 吗？
     中文：只拿到 state dict 的从零实现，复现了 transformers 的 logits、sequence_output 与 loss。
-    原因：bertspec/reference.py 以 strict=True 加载权重并写出每一步；在带 padding 与 [MASK] 的 batch 上端到端运行，
+    原因：bertspec/proof/reference.py 以 strict=True 加载权重并写出每一步；在带 padding 与 [MASK] 的 batch 上端到端运行，
     与 transformers 处处一致（含 padding 位置）。eager 下实际逐位相同；sdpa 的融合内核舍入不同，整个模型按
-    舍入误差界 bertspec.tolerances.forward_tolerance 比较：L 层 ×（2 (sqrt(head_dim) u32 + 2u) × 最大分数
+    舍入误差界 bertspec.proof.tolerances.forward_tolerance 比较：L 层 ×（2 (sqrt(head_dim) u32 + 2u) × 最大分数
     + (2 sqrt(hidden) + sqrt(intermediate)) u32 + 3u）× max|输出|，随训练过的 checkpoint 的分数增长。
     """
     batch = masked_batch(mlm)
@@ -634,7 +635,7 @@ def test_removing_the_head_transform_changes_the_logits_and_the_predictions(mlm,
     a token's *input* embedding; the transform (dense, GELU, LayerNorm with its
     own weight and bias) moves each sequence_output vector into that space
     before the comparison. Skipping it (the head then sees sequence_output
-    directly, the counterfeit in bertspec/counterfeits.py) changes the logits
+    directly, the counterfeit in bertspec/proof/counterfeits.py) changes the logits
     by O(1) and the argmax at real positions. The evidence shows how far the
     transform turns each vector (cosine between its input and output).
 
@@ -644,7 +645,7 @@ def test_removing_the_head_transform_changes_the_logits_and_the_predictions(mlm,
     中文：去掉 transform 后，预测头直接对 sequence_output 打分，logits 与预测都会改变。
     原因：decoder 就是词嵌入矩阵，logit 是与 token 输入嵌入的点积；transform（dense、GELU、带自身 weight 和 bias
     的 LayerNorm）先把每个 sequence_output 向量变换到这个空间再比较。跳过它（预测头直接看到 sequence_output，
-    即 bertspec/counterfeits.py 中的伪造模型）会使 logits 改变 O(1) 量级，真实位置的 argmax 也会改变。
+    即 bertspec/proof/counterfeits.py 中的伪造模型）会使 logits 改变 O(1) 量级，真实位置的 argmax 也会改变。
     证据给出 transform 把每个向量转动了多少（输入与输出的余弦）。
     """
     reason = counterfeits.why_not("head_without_transform", mlm)
@@ -839,7 +840,7 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
 
     Cross entropy at one position is −log softmax(z)[label] = logsumexp(z) −
     z[label]; the loss is its mean over the positions whose label is not -100
-    (bertspec.reference.mlm_loss). The evidence lists each labelled position's
+    (bertspec.proof.reference.mlm_loss). The evidence lists each labelled position's
     term.
 
     Claim ID: P3.3b
@@ -847,7 +848,7 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
     问题：怎样手工计算 MLM 的 loss？
     中文：手写的损失——log-softmax、取出标签对应项、对带标签位置求平均——等于模型的 loss。
     原因：一个位置的交叉熵是 −log softmax(z)[label] = logsumexp(z) − z[label]；loss 是它在标签不为 -100 的位置上的平均
-    （bertspec.reference.mlm_loss）。证据列出每个带标签位置的项。
+    （bertspec.proof.reference.mlm_loss）。证据列出每个带标签位置的项。
     """
     batch = masked_batch(mlm)
     labels = answer_labels(mlm, batch)

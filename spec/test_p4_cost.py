@@ -8,7 +8,7 @@ another timing, what that is (``extra_info["vs"]``). Where the two sides could
 drift apart in time, the test alternates them round by round and keeps the
 baseline's rounds (``extra_info["baseline_seconds"]``); otherwise ``vs`` is the
 key of another benchmark. The conftest hook ``pytest_benchmark_update_json``
-divides the best rounds (bertspec.cost.add_ratios) and writes the ratios into
+divides the best rounds (bertspec.proof.cost.add_ratios) and writes the ratios into
 the saved JSON; the last test shows the newest saved run as a table and a figure.
 
 The models are bert-base-chinese-sized (random weights unless ``--bert-model``
@@ -30,14 +30,16 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bertspec import anatomy, cost, loading, masks
-from bertspec import trace as trace_module
-from bertspec.checkpoints import BERT_BASE_CHINESE
-from bertspec.figures import ratio_figure
-from bertspec.inputs import Batch
-from bertspec.reference import additive_mask, from_model
-from bertspec.tolerances import TOL
-from bertspec.trace import INTERNALS, mask_argument, quantity, trace_forward
+from bertspec.models import anatomy, loading
+from bertspec.proof import cost
+from bertspec.tracing import masks
+from bertspec.tracing import trace as trace_module
+from bertspec.builders.checkpoints import BERT_BASE_CHINESE
+from bertspec.handbook.figures import ratio_figure
+from bertspec.models.inputs import Batch
+from bertspec.proof.reference import additive_mask, from_model
+from bertspec.proof.tolerances import TOL
+from bertspec.tracing.trace import INTERNALS, mask_argument, quantity, trace_forward
 
 SEED = 0
 IMPLEMENTATIONS = ("eager", "sdpa")
@@ -208,7 +210,7 @@ def test_the_forward_reaches_a_measured_fraction_of_the_machines_matmul_throughp
     The forward (bert-base size, 8 × 128 tokens) is timed round by round
     beside a 2048×2048 float32 matrix product on the same device; the hook
     divides the forward's FLOP/s by the product's (aim: at least 0.5). The
-    forward's FLOPs are counted from the config (bertspec.cost.forward_flops):
+    forward's FLOPs are counted from the config (bertspec.proof.cost.forward_flops):
     torch's FlopCounterMode, run on the eager model, must find exactly as many
     (it does not count sdpa's fused CPU kernel, so eager is the witness). The
     product's matrices hold small integers, so every product and partial sum is
@@ -219,7 +221,7 @@ def test_the_forward_reaches_a_measured_fraction_of_the_machines_matmul_throughp
     问题：BERT 前向能达到本机矩阵乘法吞吐的多少？
     中文：按 config 计算的前向 FLOPs 与 torch 自己的计数完全相同；前向的 FLOP/s 与本机矩阵乘法的吞吐相比较。
     原因：前向（bert-base 规模，8×128 个 token）与同一设备上 2048×2048 的 float32 矩阵乘逐轮交替计时，钩子用前者的 FLOP/s
-    除以后者的（目标：至少 0.5）。前向的 FLOPs 由 config 计算（bertspec.cost.forward_flops），
+    除以后者的（目标：至少 0.5）。前向的 FLOPs 由 config 计算（bertspec.proof.cost.forward_flops），
     torch 的 FlopCounterMode 在 eager 模型上必须数出完全相同的值（它不计 sdpa 在 CPU 上的融合内核，因此以 eager 为证）。
     矩阵元素是小整数，float32 的乘积与部分和都精确，结果必须与 float64 逐位相同。
     """
@@ -254,7 +256,7 @@ def test_each_implementation_gives_the_reference_logits_at_a_measured_speed(
         benchmark, subjects, settings, shape, implementation, evidence):
     """eager, sdpa and the from-scratch reference give the same logits at every measured input; their speeds are compared.
 
-    transformers' eager and sdpa paths and bertspec.reference compute the same
+    transformers' eager and sdpa paths and bertspec.proof.reference compute the same
     maths; eager and the reference multiply in the same order (bit-identical
     here), sdpa's fused kernel sums in another, hence the float32 kernel
     tolerance. Real positions are compared; padded ones are outputs nobody
@@ -266,7 +268,7 @@ def test_each_implementation_gives_the_reference_logits_at_a_measured_speed(
     Question: Is sdpa faster than eager, and do they give the same logits?
     问题：sdpa 比 eager 快吗？二者的 logits 相同吗？
     中文：eager、sdpa 与从零实现的参考模型在每个被测输入上给出相同的 logits，并比较它们的速度。
-    原因：transformers 的 eager、sdpa 路径与 bertspec.reference 计算相同的数学；eager 与参考实现的乘法顺序相同
+    原因：transformers 的 eager、sdpa 路径与 bertspec.proof.reference 计算相同的数学；eager 与参考实现的乘法顺序相同
     （此处逐位相同），sdpa 的融合内核求和顺序不同，因此按 float32 内核容差比较。只比较真实位置，padding 位置的输出无人使用。
     sdpa 与参考实现和 eager 逐轮交替计时；钩子记录 sdpa ÷ eager 与 reference ÷ eager（最佳轮次），含与不含 padding（b8-t128），
     以及每个前向的 FLOP/s。
@@ -343,7 +345,7 @@ def test_the_mask_builder_returns_exactly_what_the_layers_receive_at_a_measured_
     transformers_mask_builder), on the embeddings and the 2D mask it would get;
     its result must be the very mask the first self-attention module receives
     (caught by a pre-hook that stops the forward there). The plan's formula,
-    ``(1.0 - mask) * finfo.min`` (bertspec.reference.additive_mask), is timed
+    ``(1.0 - mask) * finfo.min`` (bertspec.proof.reference.additive_mask), is timed
     too and must allow exactly the real keys. Batch 1 is unpadded (5.x and 4.x
     sdpa skip the mask: the timed cost is the check that decides so), batch 8 is
     padded. The hook records ``mask ÷ forward`` of the same implementation
@@ -355,7 +357,7 @@ def test_the_mask_builder_returns_exactly_what_the_layers_receive_at_a_measured_
     中文：transformers 的 mask 构造函数返回的正是每一层收到的 mask；其耗时作为一次前向的一部分被测量。
     原因：计时的调用就是所装版本的 BertModel 所做的调用（见 transformers_mask_builder），输入是它会得到的嵌入与二维 mask；
     结果必须与第一个 self-attention 模块实际收到的 mask 完全相同（用在该处中止前向的 pre-hook 捕获）。
-    计划中的公式 (1.0 - mask) * finfo.min（bertspec.reference.additive_mask）也被计时，且必须恰好允许真实的 key。
+    计划中的公式 (1.0 - mask) * finfo.min（bertspec.proof.reference.additive_mask）也被计时，且必须恰好允许真实的 key。
     batch 1 无 padding（5.x 与 4.x sdpa 跳过 mask，计时的是做出这一判断的检查），batch 8 有 padding。
     钩子记录 mask ÷ 同一实现的前向（公式除以 eager 前向）。
     """
@@ -449,9 +451,9 @@ HOOKS_COST = ("a Python hook call and a record per step (143 hooks on BERT; a no
               "opening the tracer (the hooks registered, then removed: 1.1 ms): 4.3 ms per forward on a 12-layer model "
               "of width 8 (sdpa 3.7), 6-8 ms beside a bert-base forward (2.4-2.8 % at batch 1, median of 30 paired "
               "rounds), where the rounds' spread on a shared machine is of the same size")
-SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec._moments)" if trace_module.ON_TORCHS_THREADS
-             else "one read pass per step, on one thread (bertspec._moments)" if trace_module.fused_moments is not None
-             else "torch's three read passes per step (bertspec._moments is not built here)")
+SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec.tracing._moments)" if trace_module.ON_TORCHS_THREADS
+             else "one read pass per step, on one thread (bertspec.tracing._moments)" if trace_module.fused_moments is not None
+             else "torch's three read passes per step (bertspec.tracing._moments is not built here)")
 VALUES_READ = ("about 32 M values per sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, "
                "the attention matrices, the logits: 128 MB of float32)")
 PASSES_COST = (
@@ -564,7 +566,7 @@ def test_keeping_full_tensors_holds_every_step_in_memory_while_summaries_hold_no
 
     Measured at bert-base size, sequence 512, where the attention matrices
     (scores, scores + mask, probabilities: 3 × 12 heads × 512² floats per
-    layer, derived on sdpa) dominate. Method: bertspec.cost.peak_memory — on
+    layer, derived on sdpa) dominate. Method: bertspec.proof.cost.peak_memory — on
     CPU the peak resident memory during the call (Linux VmHWM, reset just
     before it) minus what was resident before; on CUDA torch's
     max_memory_allocated. Held memory is the kept tensors' storages, each
@@ -582,7 +584,7 @@ def test_keeping_full_tensors_holds_every_step_in_memory_while_summaries_hold_no
     问题：保留完整张量的 trace 占用多少内存？
     中文：保留完整张量的 trace 在内存中持有每一步的张量；仅摘要的 trace 不持有任何张量，内存峰值低得多。
     原因：在 bert-base 规模、序列 512 下测量，此时注意力矩阵（scores、scores+mask、概率：每层 3×12 个头×512² 个浮点数）
-    占主导。方法：bertspec.cost.peak_memory——CPU 上取调用期间的驻留内存峰值（Linux VmHWM，调用前重置）
+    占主导。方法：bertspec.proof.cost.peak_memory——CPU 上取调用期间的驻留内存峰值（Linux VmHWM，调用前重置）
     减去调用前的驻留内存；CUDA 上用 max_memory_allocated。持有的内存按张量存储计算，每个存储只计一次。
     完整 trace 的峰值必须覆盖其持有量，仅摘要 trace 的峰值必须低于它。tracer 不做任何复制，因此完整 trace 的峰值不应超过
     普通前向的峰值加上其持有量：峰值 ÷（普通峰值 + 持有量）的目标是至多 1.1。当普通前向峰值中最大的临时张量（注意力矩阵）
@@ -772,7 +774,7 @@ def test_the_saved_benchmark_run_reports_every_cost_as_a_ratio_within_that_run(r
     """The newest saved benchmark run holds every ratio this chapter asks for, each recomputable from that run's own timings.
 
     ``pytest --benchmark-only --benchmark-autosave`` saves the run under
-    .benchmarks/ with the ratios the conftest hook added (bertspec.cost.add_ratios:
+    .benchmarks/ with the ratios the conftest hook added (bertspec.proof.cost.add_ratios:
     best round ÷ the baseline's best round, FLOP/s ÷ matmul FLOP/s, and the memory
     ratios measured in the test). This claim reads the newest such run, recomputes
     every ratio from its stats, and shows them as a table and a figure. It is

@@ -15,14 +15,16 @@ import pytest
 import torch
 import transformers
 
-from bertspec import counterfeits, loading, masks, probe, scope, teeth, versions
-from bertspec.counterfeits import mask_value_minus_infinity
-from bertspec.loading import last_hidden_state
-from bertspec.figures import heatmap
-from bertspec.inputs import Batch, encode, texts_for
-from bertspec.modes import dropout_probabilities, training
-from bertspec.tolerances import TOL, forward_tolerance, half_precision_tolerance, model_tolerance, score_peak
-from bertspec.trace import trace_forward
+from bertspec.proof import counterfeits, scope, teeth
+from bertspec.models import loading, versions
+from bertspec.tracing import masks, probe
+from bertspec.proof.counterfeits import mask_value_minus_infinity
+from bertspec.models.loading import last_hidden_state
+from bertspec.handbook.figures import heatmap
+from bertspec.models.inputs import Batch, encode, texts_for
+from bertspec.tracing.modes import dropout_probabilities, training
+from bertspec.proof.tolerances import TOL, forward_tolerance, half_precision_tolerance, model_tolerance, score_peak
+from bertspec.tracing.trace import trace_forward
 
 # CJK Extension B: split into single characters like any Chinese text, and rare enough to be
 # in no Chinese BERT vocabulary we know (the claim checks the one under test).
@@ -59,7 +61,7 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     segment B (with its closing [SEP]) by token type 1; one sentence is all type
     0. attention_mask still says only "real token or [PAD]": every layer may
     attend across the segment boundary — shown through what attention outputs
-    (bertspec.probe): shifting segment A's values moves every segment-B query's
+    (bertspec.tracing.probe): shifting segment A's values moves every segment-B query's
     output in every layer and head — and padding after a shorter pair is
     hidden exactly as after a single sentence. (A checkpoint with one token
     type is fed type 0 everywhere; the next claim shows why.)
@@ -69,7 +71,7 @@ def test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_
     问题：句子对是怎样编码的？token_type_ids 是什么？
     中文：句子对被编码为 [CLS] A [SEP] B [SEP]，第一个 [SEP] 及之前的 token 类型为 0，之后为 1；mask 规则不变。
     原因：分词器以 [CLS] 开头，用 [SEP] 结束每个片段，并把片段 B（含结尾的 [SEP]）标记为类型 1；单句全部为类型 0。
-    attention_mask 仍只区分"真实 token 或 [PAD]"：各层可以跨片段关注——通过 attention 的输出展示（bertspec.probe）：平移片段 A 的
+    attention_mask 仍只区分"真实 token 或 [PAD]"：各层可以跨片段关注——通过 attention 的输出展示（bertspec.tracing.probe）：平移片段 A 的
     value 会改变每一层、每个头中片段 B 每个 query 的输出——较短句子对之后的 padding 与单句时一样被屏蔽。
     （只有一种 token type 的 checkpoint 处处被喂入类型 0；原因见下一条断言。）
     """
@@ -192,7 +194,7 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     outputs are equal within a rounding bound, not bit for bit, on eager too:
     the batch's matrices are longer and wider, so BLAS splits its sums
     differently, and sdpa may pick another kernel. The bound
-    (bertspec.tolerances.forward_tolerance) is L layers x (2 (sqrt(head_dim)
+    (bertspec.proof.tolerances.forward_tolerance) is L layers x (2 (sqrt(head_dim)
     u32 + 2u) x the largest score + (2 sqrt(hidden) + sqrt(intermediate)) u32
     + 3u) x max|output|: a score error becomes a relative probability error,
     so checkpoints with trained-size scores (tens) are allowed more (observed:
@@ -205,7 +207,7 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     中文：右侧 padding 的 batch 中，真实 token 的输出与其句子单独运行时相同。
     原因：[PAD] key 的概率严格为 0（见图：较短一行的 padding 列为 0.0），padding 对真实 token 没有贡献。
     输出在 float32 内核容差内相同而非逐位相同：batch 的矩阵更长更宽，BLAS 的求和分块不同，sdpa 也可能选用别的内核
-    （实测自带模型约 1e-6，12 层模型约 3e-6，分数达 80 时 4.7e-5）。容差是舍入误差界 bertspec.tolerances.forward_tolerance：
+    （实测自带模型约 1e-6，12 层模型约 3e-6，分数达 80 时 4.7e-5）。容差是舍入误差界 bertspec.proof.tolerances.forward_tolerance：
     L 层 ×（2 (sqrt(head_dim) u32 + 2u) × 最大分数 + (2 sqrt(hidden) + sqrt(intermediate)) u32 + 3u）× max|输出|。
     """
     texts = [bert.texts.sentence, bert.texts.short]
@@ -266,7 +268,7 @@ def test_left_padding_shifts_positions_unless_position_ids_count_only_real_token
     evidence.table("real tokens of row 1 vs the sentence alone", ["position_ids", "max |diff|"],
                    [("not passed (0..T-1)", (default - alone).abs().max()), ("cumsum(mask) - 1", (counted - alone).abs().max())])
     assert int(batch.attention_mask[1, 0]) == 0, "the shorter row is padded on the left"
-    # the rounding bound (bertspec.tolerances.forward_tolerance), scores measured on the left-padded batch
+    # the rounding bound (bertspec.proof.tolerances.forward_tolerance), scores measured on the left-padded batch
     tolerance = model_tolerance(bert, batch, alone, position_ids=positions)
     evidence.table("rounding bound", ["atol"], [(tolerance["atol"],)])
     assert beyond(default, alone, tolerance), "left padding without position_ids should shift the outputs"
@@ -332,7 +334,7 @@ def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero
     receives exactly 0 from every query, layer and head. Shown through what
     attention outputs, so on the fused sdpa kernel too: shifting a token's
     value moves every query's output for [CLS] and [SEP], and no output at all
-    for [PAD] (bertspec.probe).
+    for [PAD] (bertspec.tracing.probe).
 
     Claim ID: P4.1d
     Question: Does attention treat [CLS] and [SEP] specially?
@@ -341,7 +343,7 @@ def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero
     原因：attention 中没有对 [CLS] 或 [SEP] 的特殊处理（bert-base-chinese 中 id 为 101 与 102；spec 从分词器读取）：它们的
     attention_mask 为 1，每个 query（包括 padding 位置的 query）都给它们正的概率。[PAD] 位于最后一个 [SEP] 之后，attention_mask 为 0，
     从每个 query、每层、每个头得到的概率都严格为 0。证明依据的是 attention 的输出，因此对 sdpa 融合内核同样成立：平移某个 token 的
-    value，[CLS] 与 [SEP] 会改变每个 query 的输出，[PAD] 则不改变任何输出（bertspec.probe）。
+    value，[CLS] 与 [SEP] 会改变每个 query 的输出，[PAD] 则不改变任何输出（bertspec.tracing.probe）。
     """
     tok = bert.tokenizer
     batch = bert.example()
@@ -515,7 +517,7 @@ def test_calling_the_model_without_attention_mask_is_the_same_as_an_all_ones_mas
     """Leaving attention_mask out gives bit-for-bit the outputs of an all-ones mask, and not those of a mask that hides a token.
 
     A missing mask means "every token is real". How the installed version gets
-    there differs (bertspec/versions.py, MISSING_ATTENTION_MASK): transformers
+    there differs (bertspec/models/versions.py, MISSING_ATTENTION_MASK): transformers
     4.57's BertModel fills a missing attention_mask with ones and converts it
     like any 2D mask; 5.x hands the None to create_bidirectional_mask, which
     returns None, so no mask is built at all — as for an all-ones mask, which it
@@ -526,7 +528,7 @@ def test_calling_the_model_without_attention_mask_is_the_same_as_an_all_ones_mas
     Question: What happens if I don't pass attention_mask?
     问题：不传 attention_mask 会怎样？
     中文：不传 attention_mask 与传全 1 的 mask 输出逐位相同，而与隐藏了某个 token 的 mask 不同。
-    原因：缺失的 mask 表示“每个 token 都是真实的”。所装版本如何做到这一点各不相同（bertspec/versions.py 的 MISSING_ATTENTION_MASK）：
+    原因：缺失的 mask 表示“每个 token 都是真实的”。所装版本如何做到这一点各不相同（bertspec/models/versions.py 的 MISSING_ATTENTION_MASK）：
     transformers 4.57 的 BertModel 用全 1 填充缺失的 attention_mask，再像任何二维 mask 一样转换；5.x 把 None 交给
     create_bidirectional_mask，它返回 None，根本不构造 mask——与全 1 mask 一样（它同样被跳过）。两种调用都执行相同的运算。
     隐藏最后一个 token 的 mask 给出不同的输出，所以比较是有区分力的。
@@ -648,7 +650,7 @@ def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, e
     CJK Extension B, in no BERT vocabulary we know (checked on the one under
     test); the context is in the vocabulary's language, and may hold [UNK]s of
     its own. [UNK] has attention_mask 1 and is attended: shifting its value
-    moves every query's attention output (bertspec.probe).
+    moves every query's attention output (bertspec.tracing.probe).
 
     Claim ID: P4.2c
     Question: What happens to characters that are not in the vocabulary?
@@ -657,7 +659,7 @@ def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, e
     原因：分词器把 CJK 文本切成单字，把每个未知字映射为 [UNK]（bert-base-chinese 与 bert-base-uncased 中 id 为 100；spec 从分词器读取），
     所以在相同上下文中两个不同的未知字得到完全相同的 input ids，因而输出也相同；原来的字无法从 id 中恢复。这两个字来自 CJK 扩展 B 区，
     不在我们所知的任何 BERT 词表中（对被测词表做了检查）；上下文使用词表的语言，其中也可能有自己的 [UNK]。[UNK] 的 attention_mask 为 1，
-    会被关注：平移它的 value 会改变每个 query 的 attention 输出（bertspec.probe）。
+    会被关注：平移它的 value 会改变每个 query 的 attention 输出（bertspec.tracing.probe）。
     """
     tok = bert.tokenizer
     before, after = bert.texts.around_unknown
@@ -713,7 +715,7 @@ def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exa
     does hold: on eager, where the sum is observed, it stays within one spacing
     of the exact finfo.min + score (or is -inf where that lies beyond the
     range), and exp of it underflows to exactly 0 next to the row's real keys.
-    The probability is checked through what attention outputs (bertspec.probe,
+    The probability is checked through what attention outputs (bertspec.tracing.probe,
     values at [PAD] keys shifted by finfo.max / 64), so it holds for the fused
     sdpa kernel too, whose sum is not observable.
 
@@ -725,7 +727,7 @@ def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exa
     （5.x sdpa 为布尔 mask）。score + finfo.min 随后按该 dtype 舍入：float32 与 bfloat16 中任何分数都被吞掉，但 float16 在 65504 处的
     间距是 32，训练过的模型的分数（padding key 处也有几十）会让和舍入到 finfo.min 的相邻值，分数 ≤ -16 时越过它成为 -inf。真正
     需要成立的确实成立：在能观测到这个和的 eager 上，它与精确的 finfo.min + score 相差不超过一个间距（或在超出范围处为 -inf），
-    与该行真实 key 相比 exp 下溢为精确的 0。概率通过 attention 的输出检查（bertspec.probe，把 [PAD] key 处的 value 平移
+    与该行真实 key 相比 exp 下溢为精确的 0。概率通过 attention 的输出检查（bertspec.tracing.probe，把 [PAD] key 处的 value 平移
     finfo.max / 64），因此对无法观测其加法的 sdpa 融合内核同样成立。
     """
     name, models = in_dtype
@@ -835,7 +837,7 @@ def test_eager_and_sdpa_agree_within_the_tolerance_of_each_dtype(in_dtype, imple
 
     The two implementations compute the same maths with different kernels, so
     they differ by rounding only. In float32 the tolerance is the rounding
-    bound of bertspec.tolerances.forward_tolerance: L layers x (2
+    bound of bertspec.proof.tolerances.forward_tolerance: L layers x (2
     (sqrt(head_dim) u32 + 2u) x the largest score + (2 sqrt(hidden) +
     sqrt(intermediate)) u32 + 3u) x max|output|, u = 2^-24. In float16 and
     bfloat16 that worst case is wide enough on scores of tens to pass anything
@@ -850,7 +852,7 @@ def test_eager_and_sdpa_agree_within_the_tolerance_of_each_dtype(in_dtype, imple
     Question: How far apart are eager and sdpa in float32, float16 and bfloat16?
     问题：在 float32、float16、bfloat16 下，eager 与 sdpa 相差多少？
     中文：eager 与 sdpa 的最后隐藏状态在每种 dtype 的容差内一致：float32、float16、bfloat16。
-    原因：两种实现用不同内核计算相同的数学，差别只来自舍入。float32 下容差是舍入误差界 bertspec.tolerances.forward_tolerance：
+    原因：两种实现用不同内核计算相同的数学，差别只来自舍入。float32 下容差是舍入误差界 bertspec.proof.tolerances.forward_tolerance：
     L 层 ×（2 (sqrt(head_dim) u32 + 2u) × 最大分数 + (2 sqrt(hidden) + sqrt(intermediate)) u32 + 3u）× max|输出|，u = 2^-24。
     float16 与 bfloat16 下这个最坏情况在分数达几十时宽到什么都能通过（float16 把 80 的分数分辨到 0.04，bfloat16 到 0.3），
     所以改用经过 float32 的三角不等式（half_precision_tolerance）：两个内核对同样的中间量做舍入，各自与 float32 结果的距离

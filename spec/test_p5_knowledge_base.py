@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec import browser, claims, counterfeits, handbook, knowledge, masks, scope, versions
-from bertspec.modes import dropout_probabilities
-from bertspec.tolerances import TOL
+from bertspec.handbook import browser, claims, page as handbook, knowledge
+from bertspec.proof import counterfeits, scope
+from bertspec.tracing import masks
+from bertspec.models import versions
+from bertspec.tracing.modes import dropout_probabilities
+from bertspec.proof.tolerances import TOL
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
@@ -59,7 +62,7 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
     """The written report gives each claim that ran one section, in both languages, linked from the Q&A index, with its evidence.
 
     The handbook is pytest-html's report with its summary filled by
-    bertspec.handbook: a front page naming the model and the versions it
+    bertspec.handbook.page: a front page naming the model and the versions it
     verified, the Q&A index, then one section per claim (not per test id)
     holding the question, the answer and the explanation in Chinese and
     English and the evidence of every parametrization side by side. The same
@@ -72,7 +75,7 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
     Question: What does the report show a reader, and how do they find a claim in it?
     问题：报告给读者看什么？怎样在报告里找到一条结论？
     中文：生成的报告为每条运行过的结论提供一个中英文小节，从问答索引一键可达，并附证据。
-    原因：手册就是 pytest-html 的报告，其摘要部分由 bertspec.handbook 填写：首页写明验证所用的模型与版本，然后是问答索引，
+    原因：手册就是 pytest-html 的报告，其摘要部分由 bertspec.handbook.page 填写：首页写明验证所用的模型与版本，然后是问答索引，
     再是每条结论（而不是每个测试 id）一个小节，包含中英文的问题、回答与解释，以及每种参数化并排的证据；同样的内容以 JSON
     写在报告旁边。这里检查由 pytest 运行四条结论写出的报告：JSON 中的每条结论都有锚点、小节和索引链接；共用样式只出现一次；
     不从别处加载任何内容；页面小于 2 MB。
@@ -144,7 +147,7 @@ def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_l
 def test_every_test_in_the_spec_has_a_docstring_in_the_claim_format(request, evidence):
     """Every test in spec/ is a claim: a sentence, its explanation, a known ID, the question in both languages, and the Chinese.
 
-    The handbook is built from these docstrings (bertspec.claims.parse): a
+    The handbook is built from these docstrings (bertspec.handbook.claims.parse): a
     test without one would be a verdict without a reason, and a claim without
     its question could not be found from the Q&A index.
 
@@ -152,7 +155,7 @@ def test_every_test_in_the_spec_has_a_docstring_in_the_claim_format(request, evi
     Question: What must every test's docstring contain?
     问题：每个测试的 docstring 必须包含什么？
     中文：spec/ 中的每个测试都是一条结论：一句话结论、解释、已知的 claim ID、两种语言的问题，以及中文的结论与解释。
-    原因：手册由这些 docstring 生成（bertspec.claims.parse）：没有 docstring 的测试只有结论没有理由，没有问题的结论无法从问答索引找到。
+    原因：手册由这些 docstring 生成（bertspec.handbook.claims.parse）：没有 docstring 的测试只有结论没有理由，没有问题的结论无法从问答索引找到。
     """
     problems, ids = [], set()
     for item in request.session.items:
@@ -243,7 +246,7 @@ def test_every_best_practice_points_at_the_claims_that_show_what_goes_wrong_othe
     """Each key finding and best practice in the handbook names the claims that show what goes wrong without it, and they exist.
 
     A practice is only as good as the evidence behind it: each entry of
-    bertspec.knowledge.PRACTICES names, by test function, the claims whose
+    bertspec.handbook.knowledge.PRACTICES names, by test function, the claims whose
     evidence shows the failure it prevents (NaN loss, shifted positions, a
     [PAD] that leaks into attention, ...). A renamed or deleted claim would
     leave a practice without proof, so every name must be a claim in spec/.
@@ -252,7 +255,7 @@ def test_every_best_practice_points_at_the_claims_that_show_what_goes_wrong_othe
     Question: What are the best practices, and what goes wrong without them?
     问题：有哪些最佳实践？不遵守会出什么问题？
     中文：手册中的每条关键发现与最佳实践都指出展示“不这样做会怎样”的结论，且这些结论确实存在。
-    原因：实践的可信度取决于背后的证据：bertspec.knowledge.PRACTICES 的每一项按测试函数名指出那些证据展示了它所避免的失败
+    原因：实践的可信度取决于背后的证据：bertspec.handbook.knowledge.PRACTICES 的每一项按测试函数名指出那些证据展示了它所避免的失败
     （NaN loss、位置错位、[PAD] 泄漏进 attention……）。被改名或删除的结论会让实践失去证明，因此每个名字都必须是 spec/ 中的结论。
     """
     discovered = claims.discover(SPEC)
@@ -267,7 +270,7 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
     """Each common misconception is embodied by a counterfeit BERT, and every claim that refutes it must fail on that counterfeit.
 
     "The all-zero mask hides everything", "[MASK] gets attention_mask 0",
-    "logits are probabilities", ...: for each, bertspec.counterfeits holds the
+    "logits are probabilities", ...: for each, bertspec.proof.counterfeits holds the
     model BERT would be if the misconception were true, and the claims that
     refute it declare that counterfeit (``@pytest.mark.counterfeits``), so the
     generated meta-tests run each refuting claim on it and require it to go
@@ -278,7 +281,7 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
     Question: Which common misconceptions about BERT are wrong, and how do we know?
     问题：关于 BERT 有哪些常见误解？怎么知道它们是错的？
     中文：每个常见误解都由一个反例 BERT 体现，驳斥它的每条结论都必须在那个反例上失败。
-    原因：“全0 mask 隐藏一切”、“[MASK] 的 attention_mask 是 0”、“logits 就是概率”……对每个误解，bertspec.counterfeits 都有
+    原因：“全0 mask 隐藏一切”、“[MASK] 的 attention_mask 是 0”、“logits 就是概率”……对每个误解，bertspec.proof.counterfeits 都有
     “假如误解成立 BERT 会是什么样”的模型，驳斥它的结论声明这个反例（@pytest.mark.counterfeits），生成的元测试让每条驳斥结论
     在反例上运行并要求失败。本结论检查这套对应关系：至少 10 个误解，每个反例都已注册，每条驳斥结论都存在并声明了它。
     """
@@ -298,7 +301,7 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
 def test_the_tracer_records_mask_scores_and_probabilities_in_a_bert_class_it_was_not_written_for(bert, as_class, evidence):
     """The tracer records the mask, scores and probabilities of every layer in the bare encoder (BertModel) as well as in BertForMaskedLM.
 
-    The toolkit finds each role through the family's anatomy (bertspec.anatomy),
+    The toolkit finds each role through the family's anatomy (bertspec.models.anatomy),
     trying each path with and without the base model's prefix, not through the
     class it was written against, so it traces the encoder a user builds from
     the checkpoint — BertModel, RobertaModel, … — and its step names are that
@@ -308,10 +311,10 @@ def test_the_tracer_records_mask_scores_and_probabilities_in_a_bert_class_it_was
     Question: Can I use the tracer on my own BERT model, not just BertForMaskedLM?
     问题：tracer 能用在我自己的 BERT 模型上，而不只是 BertForMaskedLM 吗？
     中文：tracer 在裸的 encoder（BertModel）中也能记录每一层的 mask、分数与概率，就像在 BertForMaskedLM 中一样。
-    原因：工具包通过家族的 anatomy（bertspec.anatomy）找到每个角色，每条路径都带或不带基础模型的前缀各试一次，而不依赖它针对的类，
+    原因：工具包通过家族的 anatomy（bertspec.models.anatomy）找到每个角色，每条路径都带或不带基础模型的前缀各试一次，而不依赖它针对的类，
     因此能 trace 用户从 checkpoint 构建的 encoder——BertModel、RobertaModel……——步骤名就是该模型自己的模块路径（encoder.layer.0…，没有 bert. 前缀）。
     """
-    from bertspec.trace import trace_forward
+    from bertspec.tracing.trace import trace_forward
 
     a = bert.anatomy
     base_class = type(bert.encoder).__name__
@@ -400,7 +403,7 @@ FORMULAS = [
 def test_every_glossary_term_links_to_claims_that_show_it(evidence):
     """Every glossary term is defined in both languages and linked to the claims that show it, all of which exist.
 
-    The glossary (bertspec.knowledge.GLOSSARY) is what a teacher hands out:
+    The glossary (bertspec.handbook.knowledge.GLOSSARY) is what a teacher hands out:
     attention_mask, token_type_ids, -100, finfo.min, eager vs sdpa, tied
     weights, post-LN… Each term's definition is backed by claims; a definition
     whose claims were renamed away would no longer be verified.
@@ -409,7 +412,7 @@ def test_every_glossary_term_links_to_claims_that_show_it(evidence):
     Question: Where are BERT's terms defined, and where can I see each one at work?
     问题：BERT 的术语在哪里定义？每个术语在哪里能看到它起作用？
     中文：术语表中的每个术语都有中英文定义，并链接到展示它的结论，且这些结论都存在。
-    原因：术语表（bertspec.knowledge.GLOSSARY）是可以分发给学生的材料：attention_mask、token_type_ids、-100、finfo.min、
+    原因：术语表（bertspec.handbook.knowledge.GLOSSARY）是可以分发给学生的材料：attention_mask、token_type_ids、-100、finfo.min、
     eager 与 sdpa、权重共享、post-LN……每个定义都有结论支撑；结论被改名后，定义就不再被验证。
     """
     discovered = claims.discover(SPEC)

@@ -5,7 +5,7 @@ needs the mask (#17463, sentence-transformers #230); what the load warnings mean
 (#5404, #5421); -100 in token classification (#323, #422); custom 3D/4D masks and
 packing (#9366, PR #32105); where NaN comes from in half precision (PR #17306);
 the NSP head and its labels (#836). Each claim runs on the model under test; where
-transformers 4.x and 5.x differ, bertspec/versions.py holds what each does and the
+transformers 4.x and 5.x differ, bertspec/models/versions.py holds what each does and the
 claim marks what it observed.
 """
 
@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from bertspec import loading, masks, scope, teeth, versions
-from bertspec.loading import last_hidden_state
-from bertspec.tolerances import TOL, forward_tolerance, score_peak
-from bertspec.trace import trace_forward
+from bertspec.models import loading, versions
+from bertspec.tracing import masks
+from bertspec.proof import scope, teeth
+from bertspec.models.loading import last_hidden_state
+from bertspec.proof.tolerances import TOL, forward_tolerance, score_peak
+from bertspec.tracing.trace import trace_forward
 
 IGNORE_INDEX = -100
 
@@ -337,7 +339,7 @@ def test_the_installed_transformers_converts_passes_on_or_refuses_each_form_of_c
     means "attend"), crashes on 3D inside create_bidirectional_mask, and hands
     a 4D mask to attention untouched: additive masks work, but eager attention
     adds a boolean 4D mask as +1/+0 instead of hiding anything, while sdpa
-    reads it as a keep-mask. The table (bertspec/versions.py, CUSTOM_MASKS)
+    reads it as a keep-mask. The table (bertspec/models/versions.py, CUSTOM_MASKS)
     holds what each version and implementation does; "honoured" means the real
     tokens' outputs equal those of the plain 2D mask. The claim observes each
     form on the installed version and fails if one behaves otherwise.
@@ -349,7 +351,7 @@ def test_the_installed_transformers_converts_passes_on_or_refuses_each_form_of_c
     原因：4.57 用 (1 - mask) · finfo.min 转换二维与三维 mask，拒绝四维（"Wrong shape for input_ids"）；PR #32105 让三维 mask 也能走它的
     sdpa 路径。5.x 把二维 mask 变成布尔值（任何非零值，包括 0.5，都表示"可以关注"），在 create_bidirectional_mask 中遇到三维 mask
     会崩溃，并把四维 mask 原封不动地交给 attention：加性 mask 可以工作，但 eager attention 会把布尔四维 mask 当作 +1/+0 加上去
-    而不屏蔽任何东西，sdpa 则把它当作保留 mask。表格（bertspec/versions.py 的 CUSTOM_MASKS）记录各版本、各实现的行为；"honoured"
+    而不屏蔽任何东西，sdpa 则把它当作保留 mask。表格（bertspec/models/versions.py 的 CUSTOM_MASKS）记录各版本、各实现的行为；"honoured"
     表示真实 token 的输出与普通二维 mask 相同。本断言在所装版本上观察每种形式，行为不同即失败。
     """
     batch = bert.example()
@@ -388,10 +390,10 @@ def test_a_block_diagonal_mask_packs_two_sentences_into_one_row_with_the_outputs
     Packing saves the padding a batch would need. Each sentence may attend only
     to itself (a block-diagonal mask, in the form the installed version takes:
     5.x a 4D additive mask in the model's dtype, 4.57 a 3D 0/1 mask;
-    bertspec.masks.packed_mask), and its positions must count from 0 again,
+    bertspec.tracing.masks.packed_mask), and its positions must count from 0 again,
     since position embeddings are absolute. Then both sentences' outputs equal
     their outputs alone (within the rounding bound of
-    bertspec.tolerances.forward_tolerance, which grows with the largest
+    bertspec.proof.tolerances.forward_tolerance, which grows with the largest
     attention score and output). The tempting shortcuts
     fail: without the block mask the sentences see each other, and without
     restarting the positions the second sentence is read at shifted positions.
@@ -401,8 +403,8 @@ def test_a_block_diagonal_mask_packs_two_sentences_into_one_row_with_the_outputs
     问题：怎样把几个句子打包进一行，而又不让它们互相看见？
     中文：用分块对角的 mask 并把 position ids 从 0 重新开始，把两句打包进一行，每句得到的输出与单独运行时完全相同。
     原因：打包省去了 batch 所需的 padding。每句只能关注自己（分块对角 mask，采用所装版本接受的形式：5.x 为模型 dtype 的四维加性 mask，
-    4.57 为三维 0/1 mask；bertspec.masks.packed_mask），而且它的位置必须重新从 0 数起，因为位置嵌入是绝对的。这样两句的输出都等于
-    各自单独运行时的输出（舍入误差界 bertspec.tolerances.forward_tolerance，随最大分数与输出大小增长）。诱人的捷径都会失败：没有分块 mask，两句会互相看见；不重启位置，第二句会在错开的位置上被读取。
+    4.57 为三维 0/1 mask；bertspec.tracing.masks.packed_mask），而且它的位置必须重新从 0 数起，因为位置嵌入是绝对的。这样两句的输出都等于
+    各自单独运行时的输出（舍入误差界 bertspec.proof.tolerances.forward_tolerance，随最大分数与输出大小增长）。诱人的捷径都会失败：没有分块 mask，两句会互相看见；不重启位置，第二句会在错开的位置上被读取。
     """
     if not scope.takes_position_ids(bert):
         scope.not_applicable(bert, f"{type(bert.encoder).__name__}.forward takes no position_ids in transformers "
@@ -433,7 +435,7 @@ def test_a_block_diagonal_mask_packs_two_sentences_into_one_row_with_the_outputs
     evidence.table(f"{' | '.join(texts)} packed into one row of {sum(lengths)} (mask: {masks.form(block, 1, sum(lengths))})",
                    ["packing", "max |Δ| sentence 1 vs alone", "max |Δ| sentence 2 vs alone"],
                    [(name, max_diff(a, alone[0]), max_diff(b, alone[1])) for name, (a, b) in ways.items()])
-    # the rounding bound of bertspec.tolerances.forward_tolerance, scores measured on the packed row
+    # the rounding bound of bertspec.proof.tolerances.forward_tolerance, scores measured on the packed row
     tolerance = forward_tolerance(torch.cat(alone), bert.config,
                                   score_peak(bert.model, bert.batch(ids), attention_mask=block, position_ids=restarted))
     evidence.table("rounding bound", ["atol"], [(tolerance["atol"],)])

@@ -14,9 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertspec import anatomy, probe, scope, teeth, versions
-from bertspec.tolerances import TOL, kernel_tolerance
-from bertspec.trace import is_local, module_path
+from bertspec.models import anatomy, versions
+from bertspec.tracing import probe
+from bertspec.proof import scope, teeth
+from bertspec.proof.tolerances import TOL, kernel_tolerance
+from bertspec.tracing.trace import is_local, module_path
 
 
 def only(model, family: str) -> None:
@@ -27,7 +29,7 @@ def only(model, family: str) -> None:
 # ---- P7.1 the same claims on each family ----
 
 def test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_name_a_true_module_path(bert, evidence):
-    """Every role bertspec.anatomy names for the family — embeddings, each layer's sublayers, the head — is a module of the loaded model, and every traced step is named by a true module path.
+    """Every role bertspec.models.anatomy names for the family — embeddings, each layer's sublayers, the head — is a module of the loaded model, and every traced step is named by a true module path.
 
     The claims of P1–P6 never spell a module path; they ask the family's
     anatomy where a role lives (``bert.encoder.layer.0.attention.self`` in
@@ -40,7 +42,7 @@ def test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_na
     Claim ID: P7.1
     Question: Do the claims about BERT really run on RoBERTa, DistilBERT, ALBERT, ELECTRA and ModernBERT?
     问题：关于 BERT 的结论真的能在 RoBERTa、DistilBERT、ALBERT、ELECTRA 和 ModernBERT 上运行吗？
-    中文：bertspec.anatomy 为该家族列出的每个角色——嵌入、每层的子层、预测头——都是所加载模型中的模块，trace 的每一步都以真实的模块路径命名。
+    中文：bertspec.models.anatomy 为该家族列出的每个角色——嵌入、每层的子层、预测头——都是所加载模型中的模块，trace 的每一步都以真实的模块路径命名。
     原因：P1–P6 的结论从不写出模块路径；它们向家族的 anatomy 询问某个角色在哪里（BERT 中是 bert.encoder.layer.0.attention.self，
     DistilBERT 中是 distilbert.transformer.layer.0.attention，ModernBERT 中是 model.layers.0.attn，ALBERT 则是唯一的共享层加上出现序号 @k）。
     只有当每条路径都能在被测模型中解析、tracer 也把每一个都按其名字记录下来（包括每一层的 mask、scores、scores + mask 与概率），
@@ -123,7 +125,7 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
     Given token_type_ids anyway, 4.57's DistilBertForMaskedLM refuses them
     (TypeError: no such parameter) and 5.x's accepts them into **kwargs and
     never reads them (the logits do not change): a silent trap
-    (bertspec/versions.py, DISTILBERT_TOKEN_TYPE_IDS). The mask: 4.57's eager
+    (bertspec/models/versions.py, DISTILBERT_TOKEN_TYPE_IDS). The mask: 4.57's eager
     attention takes the raw 2D 0/1 mask as ``mask=`` and hides padded keys
     itself with masked_fill; its sdpa class and 5.x take a 4D mask, 5.x under
     BERT's name ``attention_mask`` (versions.FAMILY_MASK_FORM). The counterfeit
@@ -135,12 +137,12 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
     中文：DistilBERT 的嵌入只有词嵌入加位置嵌入（没有 token type），它的 attention 在每个版本上都经由自己的路径接收 padding mask。
     原因：DistilBERT 去掉了 BERT 的片段：它的 Embeddings 模块没有 token type 表，所以 LayerNorm 的输入恰好是词 + 位置。
     若仍传入 token_type_ids，4.57 的 DistilBertForMaskedLM 拒绝（TypeError：没有这个参数），5.x 把它收进 **kwargs 却从不读取
-    （logits 不变）：一个无声的陷阱（bertspec/versions.py 的 DISTILBERT_TOKEN_TYPE_IDS）。mask：4.57 的 eager attention 以 mask= 接收
+    （logits 不变）：一个无声的陷阱（bertspec/models/versions.py 的 DISTILBERT_TOKEN_TYPE_IDS）。mask：4.57 的 eager attention 以 mask= 接收
     原始的二维 0/1 mask，自己用 masked_fill 屏蔽 padding 的 key；它的 sdpa 类与 5.x 接收四维 mask，5.x 用 BERT 的参数名 attention_mask
     （versions.FAMILY_MASK_FORM）。反例 mask_dropped（每个 attention 都拿不到 mask）使它失败。
     """
-    from bertspec import masks
-    from bertspec.trace import mask_key
+    from bertspec.tracing import masks
+    from bertspec.tracing.trace import mask_key
 
     only(bert, "distilbert")
     a = bert.anatomy
@@ -421,7 +423,7 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
     mask it receives also hides every key farther than local_attention / 2
     (|i − j| > w/2; 5.x folds the window into the layer's mask, 4.57 passes a
     separate sliding_window_mask). Shown through what attention outputs
-    (bertspec.probe), so it holds on the sdpa kernel too: shifting the first
+    (bertspec.tracing.probe), so it holds on the sdpa kernel too: shifting the first
     token's value moves exactly the queries within the window in a local
     layer, and every query in a global one. (ModernBERT also runs unpadded —
     real tokens only, concatenated — but only on the flash-attention path; on
@@ -434,7 +436,7 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
     中文：ModernBERT 的局部层中，query 只能看到 local_attention / 2 个位置以内的 key——其余 key 的概率严格为 0；每隔 global_attn_every_n_layers 层（第 0、3……层）是全局层，能看到所有 key。
     原因：ModernBERT 交替使用两种 attention：i 是 global_attn_every_n_layers（默认 3）的倍数时第 i 层为全局层，否则为局部层，它收到的 mask
     还会隐藏距离超过 local_attention / 2 的所有 key（|i − j| > w/2；5.x 把窗口并入该层的 mask，4.57 另传一个 sliding_window_mask）。
-    通过 attention 的输出展示（bertspec.probe），因此对 sdpa 内核同样成立：平移第一个 token 的 value，在局部层中恰好改变窗口内的 query，
+    通过 attention 的输出展示（bertspec.tracing.probe），因此对 sdpa 内核同样成立：平移第一个 token 的 value，在局部层中恰好改变窗口内的 query，
     在全局层中改变每个 query。（ModernBERT 还会去掉 padding 运行——只把真实 token 拼接起来——但只在 flash-attention 路径上；
     eager 与 sdpa 上每一层都在带 padding 的 [B, H, T, T] 上计算，概率的形状说明了这一点。）反例：modernbert_all_global。
     """
@@ -512,7 +514,7 @@ def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_l
     import re
     from pathlib import Path
 
-    from bertspec import claims, handbook
+    from bertspec.handbook import claims, page as handbook
 
     discovered = claims.discover(Path(__file__).resolve().parent)
     families = ("bert", "roberta", "modernbert")

@@ -1,4 +1,4 @@
-/* bertspec._moments: the tracer's summaries of a float32 tensor in one read instead of torch's three.
+/* bertspec.tracing._moments: the tracer's summaries of a float32 tensor in one read instead of torch's three.
 
    A summary needs a tensor's sum, sum of squares, min and max. torch computes them in three
    passes (aminmax, sum, dot), and inside a forward pass each pass reads memory the forward has
@@ -20,7 +20,7 @@
 #include <Python.h>
 
 #if !(defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)))
-#error "bertspec._moments needs GCC or Clang on x86; the tracer falls back to torch's reductions"
+#error "bertspec.tracing._moments needs GCC or Clang on x86; the tracer falls back to torch's reductions"
 #endif
 
 #include <dlfcn.h>
@@ -176,7 +176,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_moments", NULL, -1,
 PyMODINIT_FUNC PyInit__moments(void) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
-        PyErr_SetString(PyExc_ImportError, "bertspec._moments needs a CPU with AVX2 and FMA");
+        PyErr_SetString(PyExc_ImportError, "bertspec.tracing._moments needs a CPU with AVX2 and FMA");
         return NULL;
     }
     PyObject *created = PyModule_Create(&module);

@@ -1,7 +1,7 @@
 """Figures for the report (matplotlib, Agg backend, no screen needed).
 
 Axes are labelled with the tokens themselves, Chinese characters included. The
-figures are saved as SVG whose text stays text (bertspec.evidence.svg), so the
+figures are saved as SVG whose text stays text (bertspec.handbook.evidence.svg), so the
 reader's browser draws the characters with its own fonts; on a machine without
 a CJK font, matplotlib only measures the labels with a Latin font (its
 missing-glyph warning is filtered in pyproject.toml).

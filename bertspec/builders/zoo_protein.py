@@ -2,7 +2,7 @@
 
 Its vocabulary is neither Chinese nor English (every example sentence of both
 languages is mostly [UNK]), so the spec runs on sentences spelled with the
-vocabulary's own letters (bertspec.inputs.vocabulary_texts). The head is trained,
+vocabulary's own letters (bertspec.models.inputs.vocabulary_texts). The head is trained,
 not random, so what it predicts means something:
 
   vocabulary  ProtBert's: [PAD] [UNK] [CLS] [SEP] [MASK], the 20 standard residues
@@ -84,7 +84,7 @@ def write_tokenizer(out: Path):
 
 def train(model, tokenizer, lines: list[str]) -> None:
     """STEPS steps of MLM on random batches of ``lines``; batches, masking and dropout seeded."""
-    from bertspec.default_model import mask_tokens
+    from bertspec.builders.default_model import mask_tokens
 
     encoded = tokenizer(lines)["input_ids"]
     torch.manual_seed(SEED)  # dropout
@@ -108,7 +108,7 @@ def write_member(out_dir) -> Path:
     """Build, train and save_pretrained the member into ``out_dir``/NAME."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from bertspec.default_model import reproducible
+    from bertspec.builders.default_model import reproducible
 
     out = Path(out_dir) / NAME
     out.mkdir(parents=True, exist_ok=True)

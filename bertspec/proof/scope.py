@@ -32,7 +32,7 @@ def not_applicable_reason(family_name: str, why: str) -> str:
 
 
 def reference_only_for_bert(model) -> None:
-    """The from-scratch reference (bertspec.reference) spells out BERT; other families' keys and steps differ."""
+    """The from-scratch reference (bertspec.proof.reference) spells out BERT; other families' keys and steps differ."""
     if model.anatomy.family != "bert":
         pytest.skip(f"{NOT_APPLICABLE} {model.anatomy.name}: the from-scratch reference implements BERT only "
                     f"(its state-dict keys and steps are BERT's)")
@@ -85,7 +85,7 @@ def attends_globally(model, length: int) -> None:
 
 def needs_additive_mask(model) -> None:
     """Skip where the family's attention takes the user's 0/1 mask and hides keys itself (DistilBERT on 4.57, eager)."""
-    from bertspec import versions
+    from bertspec.models import versions
 
     if versions.takes_0_1_mask(model.anatomy.family, model.attn_implementation):
         differs(model, f"on transformers {versions.VERSION} its eager attention receives the 0/1 mask itself and hides "

@@ -2,11 +2,11 @@
 
 A claim that stays green on a counterfeit proves nothing about the mechanism
 the counterfeit breaks. A claim names the counterfeits it must fail on with
-``@pytest.mark.counterfeits("mask_dropped", ...)``; bertspec.teeth generates
+``@pytest.mark.counterfeits("mask_dropped", ...)``; bertspec.proof.teeth generates
 the meta-tests that run each pair. Each counterfeit is registered here under
 its name: a context manager that takes a ModelUnderTest, yields one, and leaves
 the shared model as it found it (a deep copy is changed, or a hook is added and
-removed again). Several embody a common misconception (bertspec.knowledge):
+removed again). Several embody a common misconception (bertspec.handbook.knowledge):
 were the misconception true, BERT would behave like the counterfeit.
 """
 
@@ -18,9 +18,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from bertspec import hooks, masks
-from bertspec.loading import ModelUnderTest
-from bertspec.reference import additive_mask
+from bertspec.tracing import hooks, masks
+from bertspec.models.loading import ModelUnderTest
+from bertspec.proof.reference import additive_mask
 
 REGISTRY = {}
 APPLIES = {}  # name -> (model -> the reason it cannot be built for this model's family, or None)
@@ -77,7 +77,7 @@ def _weakened(value: float):
 
 
 def _additive_mask_reaches_attention(bert: ModelUnderTest) -> str | None:
-    from bertspec import versions
+    from bertspec.models import versions
 
     if versions.takes_0_1_mask(bert.anatomy.family, bert.attn_implementation):
         return "its attention hides keys with masked_fill(finfo.min) itself: no other mask value can reach it"
@@ -155,7 +155,7 @@ def _default_positions(bert: ModelUnderTest, positions):
 
 
 def _positions_from_zero(bert: ModelUnderTest) -> str | None:
-    from bertspec import scope
+    from bertspec.proof import scope
 
     if bert.anatomy.positions != "learned from 0":
         return f"{bert.anatomy.name}'s positions are {bert.anatomy.positions}"
@@ -346,7 +346,7 @@ def albert_layers_untied(bert: ModelUnderTest):
 
 
 def _local_layers(bert: ModelUnderTest) -> str | None:
-    from bertspec.trace import is_local
+    from bertspec.tracing.trace import is_local
 
     if not any(is_local(module) for _, module in bert.anatomy.self_attention_modules(bert.model)):
         return f"{bert.anatomy.name} has no local-attention layers"
@@ -360,7 +360,7 @@ def modernbert_all_global(bert: ModelUnderTest):
     What ModernBERT would be if every layer were a global one (or if its
     sliding window were ignored).
     """
-    from bertspec.trace import is_local
+    from bertspec.tracing.trace import is_local
 
     seen = {}
 

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from bertspec import anatomy, claims, knowledge, scope
-from bertspec.atomic import write_atomically
+from bertspec.models import anatomy
+from bertspec.handbook import claims, knowledge
+from bertspec.proof import scope
+from bertspec.handbook.atomic import write_atomically
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 OUTCOME_MARK = {"passed": "✓", "failed": "✗", "error": "✗", "skipped": "–", "not run": "·"}
@@ -41,7 +43,7 @@ def attach(item, report) -> None:
     function = getattr(item, "function", None)
     if not final or function is None:
         return
-    from bertspec.evidence import EVIDENCE
+    from bertspec.handbook.evidence import EVIDENCE
 
     path, line, _ = item.location
     report.bertspec = {
@@ -528,7 +530,7 @@ class Page:
         return f'<a href="#{e(result.anchor)}">{e(label)} → {e(result.claim.claim_id)}</a>'
 
     def counterfeit_table(self) -> str:
-        from bertspec import counterfeits
+        from bertspec.proof import counterfeits
 
         rows = []
         for name, description in counterfeits.described().items():

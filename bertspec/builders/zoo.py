@@ -18,7 +18,7 @@ MLM head) behind:
                            ProtBert's 30 tokens (specials, 25 uppercase residue
                            letters), 4 layers x 128, max_pos 512, type_vocab 2,
                            an MLM head trained 400 steps on seeded synthetic
-                           proteins (bertspec/zoo_protein.py, ~40 s); the
+                           proteins (bertspec/builders/zoo_protein.py, ~40 s); the
                            command prints its held-out masked-residue accuracy
   chinese-3l-trained-magnitude
                            the bundled Chinese vocabulary, 3 layers x 64 (4 heads
@@ -28,7 +28,7 @@ MLM head) behind:
                            tens and the residual stream before each LayerNorm is
                            large, as in trained bert-base: the checkpoint on which
                            tolerances fitted to small activations fail
-                           (bertspec/tolerances.py derives them from a bound);
+                           (bertspec/proof/tolerances.py derives them from a bound);
                            ~1 MiB, the whole spec runs on it in about the
                            bundled model's time
 
@@ -183,7 +183,7 @@ def write_member(out_dir, member: Member, seed: int = SEED) -> Path:
 
 def attention_score_range(folder, texts) -> dict[str, float]:
     """Max |q.k/sqrt(d)| over layers and heads at real and at padded keys, real queries, eager path."""
-    from bertspec import loading
+    from bertspec.models import loading
 
     bert = loading.load(folder, "eager")
     batch = bert.encode(texts)
@@ -236,7 +236,7 @@ def write_trained_magnitude(out_dir, seed: int = SEED) -> Path:
 
 def write_zoo(out_dir) -> list[Path]:
     """Write every member of the zoo under ``out_dir``; one folder each, ZOO's first, then the trained-magnitude and the protein member."""
-    from bertspec import zoo_protein
+    from bertspec.builders import zoo_protein
 
     return ([write_member(out_dir, member) for member in ZOO]
             + [write_trained_magnitude(out_dir), zoo_protein.write_member(out_dir)])
@@ -257,6 +257,6 @@ def main(out_dir) -> None:
     for member, folder in zip(ZOO, folders):
         print(summary(folder, sample_texts(member)))
     print(summary(folders[len(ZOO)], sample_texts(ZOO[-1])))  # a Chinese member: Chinese sentences
-    from bertspec import zoo_protein
+    from bertspec.builders import zoo_protein
 
     print(summary(folders[-1], zoo_protein.sample_texts()) + "; " + zoo_protein.learned(folders[-1]))

@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertspec import anatomy
+from bertspec.models import anatomy
 
 SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"

@@ -1,6 +1,6 @@
 """Proof that claims can fail: each claim runs on the counterfeits declared at it and must go red.
 
-A claim declares the counterfeits (bertspec.counterfeits) it must fail on::
+A claim declares the counterfeits (bertspec.proof.counterfeits) it must fail on::
 
     @pytest.mark.counterfeits("mask_dropped", "mask_inverted")
     def test_padded_keys_get_exactly_zero_attention_probability(bert, evidence): ...
@@ -18,8 +18,8 @@ import inspect
 
 import pytest
 
-from bertspec import counterfeits, scope
-from bertspec.evidence import Unread
+from bertspec.proof import counterfeits, scope
+from bertspec.handbook.evidence import Unread
 
 MODEL_FIXTURES = ("bert", "mlm")
 
@@ -81,7 +81,7 @@ def meta_test(namespace: dict):
     def test_each_claim_goes_red_on_the_counterfeits_declared_at_it(bert, counterfeit, claim, parameters, request):
         """Each claim goes red on every counterfeit declared at it: the model under test with one mechanism broken.
 
-        A counterfeit (bertspec/counterfeits.py) is the model under test with
+        A counterfeit (bertspec/proof/counterfeits.py) is the model under test with
         one mechanism broken by a hook or on a deep copy: the mask dropped or
         inverted, the decoder untied, the loss counting -100 positions, ... A
         claim that stayed green on it would prove nothing about that mechanism,
@@ -92,7 +92,7 @@ def meta_test(namespace: dict):
         Question: How do we know these claims could fail at all?
         问题：怎么知道这些结论真的可能失败？
         中文：每条结论在声明给它的每个反例上都会失败：反例就是破坏了一个机制的被测模型。
-        原因：反例（bertspec/counterfeits.py）是用 hook 或在深拷贝上破坏一个机制的被测模型：去掉或反转 mask、
+        原因：反例（bertspec/proof/counterfeits.py）是用 hook 或在深拷贝上破坏一个机制的被测模型：去掉或反转 mask、
         解开 decoder 的权重共享、loss 把 -100 位置也计入……在反例上仍然通过的结论对那个机制没有证明力，
         因此每一对（反例，结论）都让结论在反例上运行，并要求抛出 AssertionError。报告把所有组合汇成一张表。
         """

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR, anatomy, validate
-from bertspec.anatomy import Anatomy
-from bertspec.inputs import Batch, Texts, encode, texts_for
-from bertspec.trace import trace_forward
-from bertspec.validate import CheckpointError, load_tokenizer
+from bertspec import DEFAULT_MODEL_DIR
+from bertspec.models import anatomy, validate
+from bertspec.models.anatomy import Anatomy
+from bertspec.models.inputs import Batch, Texts, encode, texts_for
+from bertspec.tracing.trace import trace_forward
+from bertspec.models.validate import CheckpointError, load_tokenizer
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 

@@ -134,7 +134,7 @@ def forward_tolerance(expected: torch.Tensor, config, score_max: float, dtype: t
 
 def score_peak(model, batch, **extra) -> float:
     """The largest |q.k/sqrt(d)| of any layer and head of ``model`` on ``batch`` (padded positions included: an upper bound)."""
-    from bertspec.trace import trace_forward
+    from bertspec.tracing.trace import trace_forward
 
     trace, _ = trace_forward(model, keep_tensors=True, **{**batch.as_kwargs(), **extra})
     return max(step.tensor.float().abs().max().item() for step in trace.all("scores"))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from bertspec.validate import InputTooLongError
+from bertspec.models.validate import InputTooLongError
 
 
 @dataclass(frozen=True)

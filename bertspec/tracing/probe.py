@@ -19,7 +19,8 @@ from contextlib import contextmanager
 
 import torch
 
-from bertspec import anatomy, hooks
+from bertspec.models import anatomy
+from bertspec.tracing import hooks
 
 SHIFT = 1e30
 

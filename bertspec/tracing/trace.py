@@ -8,7 +8,7 @@ summary values and, on request, the tensor itself.
 
 How each value is obtained, without editing transformers:
 
-* which modules to record is read from the family's anatomy (bertspec.anatomy):
+* which modules to record is read from the family's anatomy (bertspec.models.anatomy):
   BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA or ModernBERT, as the MLM class
   or as the base model alone;
 * module outputs and LayerNorm inputs: forward hooks (a norm's input is still
@@ -36,7 +36,7 @@ What a trace costs is chosen up front (:class:`Tracer`'s options), so that a
 user tracing a data set pays only for what they read: shapes only, summaries
 (the default) or full tensors; on sdpa, derived scores and probabilities or
 not; every step or only those a filter names. Summaries are four sums per step
-— on the CPU one fused pass over a float32 tensor (bertspec/_moments.c), else
+— on the CPU one fused pass over a float32 tensor (bertspec/tracing/_moments.c), else
 torch's reductions on the tensor's device — read back to the host once per
 forward (:class:`_Statistics`). spec/test_p4_cost.py times every option against
 the plain forward and against nnsight and TransformerLens.
@@ -52,10 +52,11 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from bertspec import anatomy as anatomies, hooks
+from bertspec.models import anatomy as anatomies
+from bertspec.tracing import hooks
 
 try:  # the optional extension (pyproject.toml); without it every step takes torch's three passes
-    from bertspec import _moments as compiled
+    from bertspec.tracing import _moments as compiled
     MOMENTS_MISSING = None
 except ImportError as missing:  # not built (no C compiler at install), or a CPU without AVX2
     compiled, MOMENTS_MISSING = None, str(missing)
@@ -550,7 +551,7 @@ class Tracer:
             name = self._name(path)
             if watch is not None:
                 if not watch.on:
-                    raise RuntimeError(f"{name}: {watch.left} of its input projections never ran; bertspec.anatomy "
+                    raise RuntimeError(f"{name}: {watch.left} of its input projections never ran; bertspec.models.anatomy "
                                        "names a module this attention does not call")
                 watch.ops.__exit__(None, None, None)
                 with torch.no_grad():

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bertspec import anatomy, hooks
-from bertspec.reference import additive_mask
-from bertspec.trace import mask_argument, mask_key
+from bertspec.models import anatomy
+from bertspec.tracing import hooks
+from bertspec.proof.reference import additive_mask
+from bertspec.tracing.trace import mask_argument, mask_key
 
 
 def allowed(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:

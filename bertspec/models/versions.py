@@ -75,7 +75,7 @@ MISSING_ATTENTION_MASK = {
     5: "left None; create_bidirectional_mask returns None (no mask built)",
 }
 
-# Custom attention masks, on a right-padded batch (bertspec.masks.form of what layer 0 receives; "honoured": the
+# Custom attention masks, on a right-padded batch (bertspec.tracing.masks.form of what layer 0 receives; "honoured": the
 # real tokens' outputs equal those of the plain 2D mask). Read in 4.57's BertModel.forward /
 # get_extended_attention_mask / _prepare_4d_attention_mask_for_sdpa (3D passes since PR #32105; 4D is refused)
 # and 5.x's masking_utils (2D .to(bool); 4D "already prepared or custom": passed on untouched, so eager *adds* a
