@@ -8,8 +8,9 @@ the top, so that a bad option or checkpoint is refused before torch loads.
 
 import pytest
 
-from bertspec.handbook.evidence import EVIDENCE, Evidence
+from bertspec.handbook.evidence import EVIDENCE, Evidence, Unread
 from bertspec.plugin import SETTINGS, Settings
+from bertspec.proof import teeth
 
 SEED = 0
 
@@ -29,7 +30,7 @@ def family():
 def tokenizer(settings, family):
     from bertspec.models import validate
 
-    return _or_exit(lambda: validate.load_tokenizer(settings.folder(family)))
+    return _or_exit(lambda: validate.checked(settings.source(family).folder).tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -45,15 +46,21 @@ def model_cache(settings):
         key = (family, attn_implementation)
         if key not in loaded:
             torch.manual_seed(SEED)
-            loaded[key] = _or_exit(lambda: loading.load(settings.folder(family) if family else settings.model_path,
-                                                        attn_implementation, settings.device, bundled=family is not None))
+            loaded[key] = _or_exit(lambda: loading.load(settings.source(family), attn_implementation, settings.device))
         return loaded[key]
 
     return get
 
 
+@pytest.fixture
+def bert(model_under_test, request):
+    """The model under test; on a claim's counterfeit run (bertspec/proof/teeth.py), that counterfeit of it."""
+    with teeth.broken(request, model_under_test) as model:
+        yield model
+
+
 @pytest.fixture(scope="session")
-def bert(settings, model_cache, attn_implementation, family):
+def model_under_test(settings, model_cache, attn_implementation, family):
     """The model under test, loaded once per attention implementation (and family, with --family), in eval mode.
 
     Default: the bundled Chinese BERT in fixtures/default-model, loaded through
@@ -61,7 +68,7 @@ def bert(settings, model_cache, attn_implementation, family):
     deliberately non-degenerate (query/key init std 0.2, decoder bias at the
     corpus's log unigram prior, 1200 steps of MLM and NSP; bertspec/builders/default_model.py), so
     the mask, the scaling, the decoder bias and the transform visibly matter; a
-    claim in spec/test_p1_framework.py checks that. With --family, the bundled
+    claim in spec/test_p1_1_framework.py checks that. With --family, the bundled
     model of each architecture named, built the same way (fixtures/family/).
     """
     from bertspec.models.loading import UnsupportedImplementation
@@ -110,6 +117,8 @@ def mlm(bert):
 
 @pytest.fixture
 def evidence(request) -> Evidence:
+    if teeth.counterfeit_of(request.node):  # a claim on a counterfeit: its evidence is not the claim's
+        return Unread()
     return request.node.stash.setdefault(EVIDENCE, Evidence())
 
 
@@ -123,11 +132,38 @@ def snapshot(snapshot, settings):
     return snapshot.use_extension(TensorSnapshotExtension)
 
 
+@pytest.fixture(scope="session")
+def broken(tmp_path_factory):
+    """The bad-input table's checkpoint folders, each broken in one way (bertspec.proof.bad_input), made once for the
+    claims about pytest (spec/test_p1_1_bad_input.py) and about the trace command (spec/test_p1_2_tracer.py)."""
+    from bertspec.proof import bad_input
+
+    return bad_input.folders(tmp_path_factory.mktemp("broken"))
+
+
+@pytest.fixture(scope="session")
+def subjects(settings):
+    """bert-base-chinese-sized models (or ``--bert-model``), built once for the cost chapters (spec/test_p4_2*.py).
+
+    Building a random model here, instead of using the ``bert`` fixture, is
+    deliberate: the claims are about the cost of a forward pass of that size,
+    which does not depend on how the weights were made, and the bundled model
+    is too small to show it. The weights come from torch.manual_seed(0), the
+    same for every attention implementation (bertspec.proof.benchmarks.Subjects,
+    each model made on first use). Only benchmarks use this fixture, so the
+    plain spec run (benchmarks skipped) never builds a model.
+    """
+    from bertspec.proof.benchmarks import Subjects
+
+    return Subjects(settings)
+
+
 def _or_exit(load):
     """The checkpoint was validated before the session; a load that still fails stops it as a usage error."""
     from bertspec.models.validate import CheckpointError
+    from bertspec.plugin import OPTIONS
 
     try:
         return load()
     except CheckpointError as err:
-        pytest.exit(f"--bert-model {err}", returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.exit(err.line(OPTIONS), returncode=pytest.ExitCode.USAGE_ERROR)

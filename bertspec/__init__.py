@@ -1,12 +1,19 @@
 """bertspec: BERT's mechanisms as an executable specification.
 
-The toolkit beside the spec: load a model under test (:mod:`bertspec.models.loading`),
-encode inputs with a length check (:mod:`bertspec.models.inputs`), record a forward pass
-step by step (:mod:`bertspec.tracing.trace`), recompute it from scratch
-(:mod:`bertspec.proof.reference`), probe attention through its outputs
-(:mod:`bertspec.tracing.probe`), and write the handbook (:mod:`bertspec.handbook.evidence`,
-:mod:`bertspec.handbook.figures`, :mod:`bertspec.handbook.page`, :mod:`bertspec.handbook.knowledge`).
-The pytest plugin of the spec is :mod:`bertspec.plugin`.
+The toolkit beside the spec, in five subpackages:
+
+- :mod:`bertspec.models` — model knowledge: where each role lives in each family
+  (``anatomy``), where the model under test comes from (``source``), checking
+  and loading a checkpoint (``validate``, ``loading``), inputs (``inputs``),
+  what differs between transformers versions (``versions``);
+- :mod:`bertspec.builders` — the bundled models, the zoo, a random checkpoint;
+- :mod:`bertspec.tracing` — recording a forward pass step by step (``trace``),
+  probing and replacing the mask (``probe``, ``masks``);
+- :mod:`bertspec.proof` — what the claims compare against: a from-scratch
+  reference, counterfeit models, tolerances from rounding bounds, snapshots;
+- :mod:`bertspec.handbook` — the report a learner reads.
+
+The pytest plugin of the spec is :mod:`bertspec.plugin`; the CLI is ``python -m bertspec``.
 """
 
 from importlib.resources import files
@@ -14,12 +21,3 @@ from pathlib import Path
 
 # The repository's fixtures/ folder, installed as the package bertspec.fixtures (see pyproject.toml).
 FIXTURES = Path(str(files("bertspec.fixtures")))
-DEFAULT_MODEL_DIR = FIXTURES / "default-model"
-# The bundled model's siblings in the other BERT-family architectures, built the same way (bertspec/builders/default_model.py).
-FAMILY_MODEL_DIRS = {name: FIXTURES / "family" / name
-                     for name in ("roberta", "distilbert", "albert", "electra", "modernbert")}
-
-
-def bundled_model_dir(family: str = "bert") -> Path:
-    """The bundled model of a family: fixtures/default-model for BERT, fixtures/family/<family> for the others."""
-    return DEFAULT_MODEL_DIR if family == "bert" else FAMILY_MODEL_DIRS[family]

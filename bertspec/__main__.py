@@ -111,6 +111,10 @@ def _build_default_model(args) -> None:
     default_model.main(args.out, args.family)
 
 
+# How each choice a CheckpointError concerns is spelled on this command line.
+OPTIONS = {"model": "--model", "device": "--device", "attn_implementation": "--attn-implementation"}
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the problem and the valid values), exit status 2."""
 
@@ -119,15 +123,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    from bertspec import FAMILY_MODEL_DIRS  # paths only: no torch before a bad folder is reported
+    from bertspec.models.source import ATTN_IMPLEMENTATIONS, DEVICES, FAMILIES  # no torch before a bad folder is reported
 
     p = OneLineParser(prog="python -m bertspec", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     t = sub.add_parser("trace", help="print every step of one forward pass")
     t.add_argument("text")
     t.add_argument("--model", metavar="PATH", default=None, help="local checkpoint folder (default: the bundled model)")
-    t.add_argument("--attn-implementation", choices=("eager", "sdpa"), default="eager")
-    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--attn-implementation", choices=ATTN_IMPLEMENTATIONS, default="eager")
+    t.add_argument("--device", choices=DEVICES, default="cpu")
     t.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions to fit")
     t.set_defaults(run=_trace)
     r = sub.add_parser("random-checkpoint", help="write a random bert-base-chinese-sized checkpoint folder")
@@ -139,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
     z.set_defaults(run=_zoo)
     b = sub.add_parser("build-default-model", help="rebuild the bundled model (or a family sibling) from fixtures/corpus.zh.txt")
     b.add_argument("out", nargs="?", default=None, help="default: fixtures/default-model, fixtures/family/<family>")
-    b.add_argument("--family", choices=("bert", *FAMILY_MODEL_DIRS, "all"), default="bert",
+    b.add_argument("--family", choices=(*FAMILIES, "all"), default="bert",
                    help="the architecture; all: each, into OUT/<family> when OUT is given")
     b.set_defaults(run=_build_default_model)
     return p
@@ -152,8 +156,7 @@ def main(argv=None) -> int:
     try:
         args.run(args)
     except CheckpointError as err:
-        message = str(err)
-        print(f"error: {message if message.startswith('--') else '--model ' + message}", file=sys.stderr)
+        print(f"error: {err.line(OPTIONS)}", file=sys.stderr)
         return 2
     except InputTooLongError as err:  # the library's advice names a tokenizer argument; here the option does it
         advice = f"pass --truncate to trace the first {err.max_positions}"

@@ -1,9 +1,9 @@
 """The pytest plugin of the spec: options, settings, checks before any test runs, the handbook hooks.
 
-Loaded by the spec's conftest.py (``pytest_plugins``). Each hook is a line or
+Loaded by ``-p bertspec.plugin`` in pyproject.toml's addopts, before conftest.py. Each hook is a line or
 two that hands over to the toolkit: the checkpoint is validated by
 :mod:`bertspec.models.validate`, each test's claim and evidence are collected by
-:mod:`bertspec.handbook.page`, benchmark ratios are computed by :mod:`bertspec.proof.cost`.
+:mod:`bertspec.handbook.collect`, benchmark ratios are computed by :mod:`bertspec.proof.cost`.
 Nothing here imports torch, so a bad option fails in well under a second.
 """
 
@@ -18,16 +18,15 @@ from types import SimpleNamespace  # noqa: E402
 
 import pytest  # noqa: E402
 
-from bertspec.handbook import atomic, page as handbook  # noqa: E402
-from bertspec.models import validate
+from bertspec.handbook import atomic, collect, render  # noqa: E402
+from bertspec.models import source, validate  # noqa: E402
+from bertspec.models.source import ATTN_IMPLEMENTATIONS, DEVICES, FAMILIES, ModelSource  # noqa: E402
 
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+# How each choice a CheckpointError concerns is spelled on pytest's command line.
+OPTIONS = {"model": "--bert-model", "device": "--device", "attn_implementation": "--attn-implementation"}
 SETTINGS = pytest.StashKey["Settings"]()
-COLLECTOR = pytest.StashKey[handbook.Collector]()
+COLLECTOR = pytest.StashKey[collect.Collector]()
 SNAPSHOT_RUN = pytest.StashKey["SnapshotRun"]()
-
-
-FAMILIES = ("bert", "roberta", "distilbert", "albert", "electra", "modernbert")  # bertspec.models.anatomy.FAMILIES, without torch
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,9 @@ class Settings:
     device: str
     families: tuple[str, ...] = ()  # --family: each claim runs on these bundled models; (): on one model
 
-    def folder(self, family: str | None = None):
-        """The folder of the model under test: --bert-model's, or the bundled model of the family (BERT's by default)."""
-        from bertspec import bundled_model_dir
-
-        return bundled_model_dir(family or "bert") if self.model_path is None else self.model_path
+    def source(self, family: str | None = None) -> ModelSource:
+        """The model under test: --bert-model's folder, or the bundled model of the family (--family), or BERT's."""
+        return source.resolve(self.model_path, family)
 
 
 def pytest_addoption(parser):
@@ -49,9 +46,9 @@ def pytest_addoption(parser):
     group.addoption("--bert-model", metavar="PATH", default=None,
                     help="local BERT checkpoint folder to run every claim on (default: the bundled model)")
     # No argparse choices: a wrong value gets pytest's usage block; checked in pytest_configure in one line instead.
-    group.addoption("--attn-implementation", metavar="eager|sdpa|all", default="all",
+    group.addoption("--attn-implementation", metavar="|".join((*ATTN_IMPLEMENTATIONS, "all")), default="all",
                     help="attention implementation(s) the claims run on (default: all)")
-    group.addoption("--device", metavar="cpu|cuda", default="cpu", help="device of the model (default: cpu)")
+    group.addoption("--device", metavar="|".join(DEVICES), default="cpu", help="device of the model (default: cpu)")
     group.addoption("--family", metavar="all|" + "|".join(FAMILIES), default=None,
                     help="run every claim on the bundled model of each BERT-family architecture named "
                          "(comma-separated, or all); default: the bundled BERT alone")
@@ -66,7 +63,7 @@ def pytest_configure(config):
         config.addinivalue_line("markers", marker)
     choice = config.getoption("--attn-implementation")
     _check_choice("--attn-implementation", choice, (*ATTN_IMPLEMENTATIONS, "all"))
-    _check_choice("--device", config.getoption("--device"), ("cpu", "cuda"))
+    _check_choice("--device", config.getoption("--device"), DEVICES)
     settings = Settings(
         model_path=config.getoption("--bert-model"),
         attn_implementations=ATTN_IMPLEMENTATIONS if choice == "all" else (choice,),
@@ -74,7 +71,7 @@ def pytest_configure(config):
         families=_families(config.getoption("--family"), config.getoption("--bert-model")),
     )
     config.stash[SETTINGS] = settings
-    config.stash[COLLECTOR] = collector = handbook.Collector()
+    config.stash[COLLECTOR] = collector = collect.Collector()
     config.pluginmanager.register(collector, "bertspec-handbook")
     config.stash[SNAPSHOT_RUN] = snapshot_run = SnapshotRun()
     config.pluginmanager.register(snapshot_run, "bertspec-snapshot-run")
@@ -111,10 +108,9 @@ def _check_or_stop(settings: Settings) -> None:
 
             check_device(settings.device)
         if settings.model_path is not None:
-            validate.check_against_config(validate.check_folder(settings.model_path))
+            validate.checked(settings.model_path)
     except validate.CheckpointError as err:
-        prefix = "" if str(err).startswith("--") else "--bert-model "
-        raise pytest.UsageError(prefix + str(err)) from None
+        raise pytest.UsageError(err.line(OPTIONS)) from None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -125,6 +121,13 @@ def pytest_sessionstart(session):
 
 def _is_xdist_worker(config) -> bool:
     return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -k, -m and --deselect narrow the items
+def pytest_collection_modifyitems(items, config):
+    from bertspec.proof import teeth
+
+    teeth.add_counterfeit_runs(items, config)
 
 
 def pytest_generate_tests(metafunc):
@@ -143,7 +146,7 @@ def pytest_generate_tests(metafunc):
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    handbook.attach(item, report)
+    collect.attach(item, call, report)
     return report
 
 
@@ -256,17 +259,17 @@ def pytest_html_report_title(report):
 
 def pytest_html_results_summary(prefix, summary, postfix, session):
     config = session.config
-    page = handbook.Page(config.stash[COLLECTOR], config.stash[SETTINGS], config)
+    page = render.Page(config.stash[COLLECTOR], config.stash[SETTINGS])
     prefix.append(page.html())
     page.write_json(config.option.htmlpath)
 
 
 def pytest_html_results_table_header(cells):
-    cells.insert(1, '<th class="sortable" data-column-type="claim">Claim</th>')
+    cells.insert(1, render.run_log_header())
 
 
 def pytest_html_results_table_row(report, cells):
-    cells.insert(1, handbook.run_log_cell(report))
+    cells.insert(1, render.run_log_cell(report))
 
 
 def pytest_html_results_table_html(report, data):
@@ -275,7 +278,7 @@ def pytest_html_results_table_html(report, data):
         data.clear()
 
 
-# ---- benchmarks (spec/test_p4_cost.py): ratios computed from each run's own timings ----
+# ---- benchmarks (spec/test_p4_2*.py): ratios computed from each run's own timings ----
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config, benchmarks, output_json):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec.handbook import browser, claims, page as handbook, knowledge
+from bertspec.handbook import browser, claims, collect, knowledge, render
 from bertspec.proof import counterfeits, scope
 from bertspec.tracing import masks
 from bertspec.models import versions
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
 # A few claims whose report shows every kind of evidence: tables, a figure, the attention view, the card.
 REPORTED = [
-    "spec/test_p2_attention_mask.py::test_padded_keys_get_exactly_zero_attention_probability",
-    "spec/test_p2_attention_mask.py::test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability",
+    "spec/test_p2_3_mask_arithmetic.py::test_padded_keys_get_exactly_zero_attention_probability",
+    "spec/test_p2_3_mask_arithmetic.py::test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability",
     "spec/test_p5_knowledge_base.py::test_the_interactive_attention_view_holds_exactly_the_probabilities_the_model_computed",
     "spec/test_p5_knowledge_base.py::test_the_quick_reference_card_is_read_off_the_model_under_test",
 ]
@@ -62,7 +62,7 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
     """The written report gives each claim that ran one section, in both languages, linked from the Q&A index, with its evidence.
 
     The handbook is pytest-html's report with its summary filled by
-    bertspec.handbook.page: a front page naming the model and the versions it
+    bertspec.handbook.render: a front page naming the model and the versions it
     verified, the Q&A index, then one section per claim (not per test id)
     holding the question, the answer and the explanation in Chinese and
     English and the evidence of every parametrization side by side. The same
@@ -75,7 +75,7 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
     Question: What does the report show a reader, and how do they find a claim in it?
     问题：报告给读者看什么？怎样在报告里找到一条结论？
     中文：生成的报告为每条运行过的结论提供一个中英文小节，从问答索引一键可达，并附证据。
-    原因：手册就是 pytest-html 的报告，其摘要部分由 bertspec.handbook.page 填写：首页写明验证所用的模型与版本，然后是问答索引，
+    原因：手册就是 pytest-html 的报告，其摘要部分由 bertspec.handbook.render 填写：首页写明验证所用的模型与版本，然后是问答索引，
     再是每条结论（而不是每个测试 id）一个小节，包含中英文的问题、回答与解释，以及每种参数化并排的证据；同样的内容以 JSON
     写在报告旁边。这里检查由 pytest 运行四条结论写出的报告：JSON 中的每条结论都有锚点、小节和索引链接；共用样式只出现一次；
     不从别处加载任何内容；页面小于 2 MB。
@@ -91,7 +91,7 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
                      sum(len(run["evidence"]) for run in claim["runs"]), f'href="#{claim["anchor"]}"' in page))
         assert section, claim["anchor"]
         for field in ("question", "question_zh", "sentence", "sentence_zh"):
-            assert text_of(handbook.inline(claim[field])) in text, (claim["anchor"], field)
+            assert text_of(render.inline(claim[field])) in text, (claim["anchor"], field)
         assert all(run["evidence"] for run in claim["runs"]), f"{claim['anchor']}: a run without evidence"
         assert f'href="#{claim["anchor"]}"' in page, f"{claim['anchor']} is not linked from the index"
     evidence.table("claims in the written report", ["ID", "anchor", "outcome", "runs", "records", "in the index"], rows)
@@ -106,7 +106,7 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
         assert fact in page
 
 
-def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_languages(settings, request, evidence):
+def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_languages(settings, evidence):
     """Every claim in spec/ renders as a handbook section: its question and answer in Chinese and English, under its stable anchor.
 
     The Q&A knowledge base is the claims' docstrings: each carries the question
@@ -126,17 +126,17 @@ def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_l
     渲染出的页面必须在 <claim ID>-<名称> 锚点下给每条结论一个小节，包含全部四段文字，并在其章节的问答索引中有一项。
     """
     discovered = claims.discover(SPEC)
-    collector = handbook.Collector()
+    collector = collect.Collector()
     for claim in discovered.values():
-        collector.add(handbook.synthetic_report(claim))
-    page = handbook.Page(collector, settings, request.config).html()
+        collector.add(collect.synthetic_report(claim))
+    page = render.Page(collector, settings).html()
     found = sections(page)
     rows = []
     for claim in discovered.values():
         parsed = claims.parse(claim.doc)
         anchor = claims.anchor(parsed.claim_id, claim.function)
         text = text_of(found.get(anchor, ""))
-        present = [text_of(handbook.inline(t)) in text
+        present = [text_of(render.inline(t)) in text
                    for t in (parsed.question, parsed.question_zh, parsed.sentence, parsed.sentence_zh)]
         rows.append((parsed.claim_id, claim.function, *present, f'href="#{anchor}"' in page))
         assert all(present) and f'href="#{anchor}"' in page, anchor
@@ -194,7 +194,7 @@ def test_the_interactive_attention_view_holds_exactly_the_probabilities_the_mode
     batch = bert.example()
     scope.attends_globally(bert, batch.input_ids.shape[1])
     trace, _ = bert.trace(batch)
-    probs = torch.stack([trace.tensor(s.name).cpu() for s in trace.all("probs")])  # (L, B, H, T, T)
+    probs = trace.stack("probs")  # (L, B, H, T, T)
     padded = (batch.attention_mask.cpu() == 0).tolist()
     tokens = [bert.tokens(batch, row) for row in range(len(padded))]
     evidence.attention_view("attention probabilities, every layer and head (select a sequence, layer and head)",
@@ -272,9 +272,8 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
     "The all-zero mask hides everything", "[MASK] gets attention_mask 0",
     "logits are probabilities", ...: for each, bertspec.proof.counterfeits holds the
     model BERT would be if the misconception were true, and the claims that
-    refute it declare that counterfeit (``@pytest.mark.counterfeits``), so the
-    generated meta-tests run each refuting claim on it and require it to go
-    red. This claim checks the bookkeeping: at least 10 misconceptions, each
+    refute it declare that counterfeit (``@pytest.mark.counterfeits``), so each
+    refuting claim also runs on it, as a test item that must go red. This claim checks the bookkeeping: at least 10 misconceptions, each
     counterfeit registered, each refuting claim present and declaring it.
 
     Claim ID: P5.1d
@@ -282,8 +281,8 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
     问题：关于 BERT 有哪些常见误解？怎么知道它们是错的？
     中文：每个常见误解都由一个反例 BERT 体现，驳斥它的每条结论都必须在那个反例上失败。
     原因：“全0 mask 隐藏一切”、“[MASK] 的 attention_mask 是 0”、“logits 就是概率”……对每个误解，bertspec.proof.counterfeits 都有
-    “假如误解成立 BERT 会是什么样”的模型，驳斥它的结论声明这个反例（@pytest.mark.counterfeits），生成的元测试让每条驳斥结论
-    在反例上运行并要求失败。本结论检查这套对应关系：至少 10 个误解，每个反例都已注册，每条驳斥结论都存在并声明了它。
+    “假如误解成立 BERT 会是什么样”的模型，驳斥它的结论声明这个反例（@pytest.mark.counterfeits），每条驳斥结论
+    也作为一个必须失败的测试项在反例上运行。本结论检查这套对应关系：至少 10 个误解，每个反例都已注册，每条驳斥结论都存在并声明了它。
     """
     discovered = claims.discover(SPEC)
     rows = []

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from bertspec.models import anatomy, versions
 from bertspec.tracing import probe
-from bertspec.proof import scope, teeth
+from bertspec.proof import scope
 from bertspec.proof.tolerances import TOL, kernel_tolerance
-from bertspec.tracing.trace import is_local, module_path
+from bertspec.tracing.trace import module_path
 
 
 def only(model, family: str) -> None:
@@ -128,7 +128,7 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
     (bertspec/models/versions.py, DISTILBERT_TOKEN_TYPE_IDS). The mask: 4.57's eager
     attention takes the raw 2D 0/1 mask as ``mask=`` and hides padded keys
     itself with masked_fill; its sdpa class and 5.x take a 4D mask, 5.x under
-    BERT's name ``attention_mask`` (versions.FAMILY_MASK_FORM). The counterfeit
+    BERT's name ``attention_mask`` (its MaskRoute in bertspec.models.anatomy). The counterfeit
     mask_dropped (every attention handed no mask) fails it.
 
     Claim ID: P7.2
@@ -139,10 +139,9 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
     若仍传入 token_type_ids，4.57 的 DistilBertForMaskedLM 拒绝（TypeError：没有这个参数），5.x 把它收进 **kwargs 却从不读取
     （logits 不变）：一个无声的陷阱（bertspec/models/versions.py 的 DISTILBERT_TOKEN_TYPE_IDS）。mask：4.57 的 eager attention 以 mask= 接收
     原始的二维 0/1 mask，自己用 masked_fill 屏蔽 padding 的 key；它的 sdpa 类与 5.x 接收四维 mask，5.x 用 BERT 的参数名 attention_mask
-    （versions.FAMILY_MASK_FORM）。反例 mask_dropped（每个 attention 都拿不到 mask）使它失败。
+    （bertspec.models.anatomy 中它的 MaskRoute）。反例 mask_dropped（每个 attention 都拿不到 mask）使它失败。
     """
     from bertspec.tracing import masks
-    from bertspec.tracing.trace import mask_key
 
     only(bert, "distilbert")
     a = bert.anatomy
@@ -160,7 +159,8 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
         given = "TypeError"
     keys = []
     hook = bert.module(a.attention(0)).register_forward_pre_hook(
-        lambda m, args, kwargs: keys.append(mask_key(m, args, kwargs)), with_kwargs=True)
+        lambda m, args, kwargs: keys.extend(k for k in kwargs if k.endswith("mask") and k != "head_mask"),
+        with_kwargs=True)
     try:
         bert.trace(batch)
     finally:
@@ -168,14 +168,15 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
     b, t = batch.input_ids.shape
     form = str(masks.form(trace.all("attention_mask")[0].tensor, b, t))
     key = (versions.MAJOR, bert.attn_implementation, "padded")
+    route = a.receives_mask(bert.attn_implementation)
     evidence.table(f"transformers {versions.VERSION}, {bert.attn_implementation}", ["", "observed", "expected"], [
         ("token-type table", "none", "none"),
         ("token_type_ids passed anyway", given, versions.DISTILBERT_TOKEN_TYPE_IDS[versions.MAJOR]),
-        ("the mask arrives as", keys[0], "mask" if versions.MAJOR == 4 else "attention_mask"),
+        ("the mask arrives as", keys[0], route.argument),
         ("the padded mask's form", form, versions.mask_form("distilbert").get(key, "—")),
     ])
     assert given == versions.DISTILBERT_TOKEN_TYPE_IDS[versions.MAJOR]
-    assert keys[0] == ("mask" if versions.MAJOR == 4 else "attention_mask")
+    assert keys == [route.argument]
     assert form == versions.mask_form("distilbert")[key]
 
 
@@ -449,7 +450,7 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
     first[:, 0] = True
     moved = probe.value_influence(bert.model, batch.as_kwargs(), first)[:, 0]  # (L, H, T): queries moved by key 0
     trace, _ = bert.trace(batch)
-    local = [is_local(m) for _, m in bert.anatomy.self_attention_modules(bert.model)]
+    local = [anatomy.is_local(m) for _, m in bert.anatomy.self_attention_modules(bert.model)]
     within = torch.arange(t) <= half
     rows = []
     for i, m in enumerate(moved):
@@ -469,17 +470,17 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
 
 # ---- P7.3 the comparison table ----
 
-TABLE_CASES = {  # claim -> per family: (outcome, skip reason); the verdict the table must show follows
-    "test_padded_keys_get_exactly_zero_attention_probability": {
-        "bert": ("passed", ""), "roberta": ("passed", ""), "modernbert": ("passed", "")},
+TABLE_CASES = {  # claim -> per family: how its run ended (passed, unless a scope verdict or a failure is given)
+    "test_padded_keys_get_exactly_zero_attention_probability": {"bert": {}, "roberta": {}, "modernbert": {}},
     "test_omitted_position_ids_count_from_0_to_t_minus_1": {
-        "bert": ("passed", ""),
-        "roberta": ("skipped", scope.differs_reason("RoBERTa", "its positions count from padding_idx + 1",
-                                                     scope.ROBERTA_POSITIONS)),
-        "modernbert": ("skipped", scope.differs_reason("ModernBERT", "rotary positions", scope.MODERNBERT_ROTARY))},
+        "bert": {},
+        "roberta": {"verdict": scope.Verdict(scope.DIFFERS, "RoBERTa", "its positions count from padding_idx + 1",
+                                             scope.ROBERTA_POSITIONS)},
+        "modernbert": {"verdict": scope.Verdict(scope.DIFFERS, "ModernBERT", "rotary positions",
+                                                scope.MODERNBERT_ROTARY)}},
     "test_pooler_output_is_tanh_of_a_dense_layer_on_the_cls_hidden_state_not_that_state_itself": {
-        "bert": ("passed", ""), "roberta": ("failed", "AssertionError: pooler_output is not the [CLS] state"),
-        "modernbert": ("skipped", scope.not_applicable_reason("ModernBERT", "ModernBertModel has no pooler"))},
+        "bert": {}, "roberta": {"failure": "AssertionError: pooler_output is not the [CLS] state"},
+        "modernbert": {"verdict": scope.Verdict(scope.NOT_APPLICABLE, "ModernBERT", "ModernBertModel has no pooler")}},
 }
 EXPECTED_VERDICTS = {
     "test_padded_keys_get_exactly_zero_attention_probability": ["holds", "holds", "holds"],
@@ -489,7 +490,7 @@ EXPECTED_VERDICTS = {
 
 
 def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails(
-        settings, request, evidence):
+        settings, evidence):
     """The handbook's comparison table gives every claim one cell per architecture: holds, differs (linked to the claim that shows how), not applicable (with why) or fails, in both languages.
 
     The table is read off the runs, never typed: a claim that passed on a
@@ -514,22 +515,22 @@ def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_l
     import re
     from pathlib import Path
 
-    from bertspec.handbook import claims, page as handbook
+    from bertspec.handbook import claims, collect, render, verdicts
 
     discovered = claims.discover(Path(__file__).resolve().parent)
     families = ("bert", "roberta", "modernbert")
-    collector = handbook.Collector()
+    collector = collect.Collector()
     for function, outcomes in TABLE_CASES.items():
-        for family, (outcome, reason) in outcomes.items():
-            collector.add(handbook.synthetic_report(discovered[function], f"eager-{family}", outcome, reason, family))
+        for family, ending in outcomes.items():
+            collector.add(collect.synthetic_report(discovered[function], f"eager-{family}", family, **ending))
     for shown_by, family in ((scope.ROBERTA_POSITIONS, "roberta"), (scope.MODERNBERT_ROTARY, "modernbert")):
-        collector.add(handbook.synthetic_report(discovered[shown_by], f"eager-{family}", family=family))
-    page = handbook.Page(collector, dataclasses.replace(settings, model_path=None, families=families), request.config)
-    table = page.comparison_table()
+        collector.add(collect.synthetic_report(discovered[shown_by], f"eager-{family}", family))
+    page = render.Page(collector, dataclasses.replace(settings, model_path=None, families=families))
+    table = page.part("families")
     found = {}
     for result in page.results:
         if result.function in TABLE_CASES:
-            found[result.function] = [page.verdict_on(result, f).kind for f in families]
+            found[result.function] = [page.family_table.verdict(result, f).kind for f in families]
             row = re.search(rf'<tr data-filter><th><a href="#{re.escape(result.anchor)}">.*?</th>(.*?)</tr>', table, re.S)
             cells = re.findall(r'<td class="verdict ([^"]+)"', row.group(1))
             assert cells == EXPECTED_VERDICTS[result.function], result.function  # the cells, in family order
@@ -538,11 +539,9 @@ def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_l
     differs = page.by_function[scope.ROBERTA_POSITIONS]
     assert f'href="#{differs.anchor}"' in table, "a differing cell links to the claim that shows how"
     assert "ModernBertModel has no pooler" in table and "pooler_output is not the [CLS] state" in table
-    for zh, en, mark in handbook.VERDICTS.values():
+    for zh, en, mark in verdicts.VERDICTS.values():
         assert f"{mark} {zh}" in table and en in table, "each mark is in the legend in both languages"
     assert all(anatomy.FAMILIES[f].name in table for f in families)
 
 
 # ---- the claims above go red on the counterfeits declared at them ----
-
-test_each_claim_goes_red_on_the_counterfeits_declared_at_it = teeth.meta_test(globals())

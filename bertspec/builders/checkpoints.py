@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR
+from bertspec.models.source import DEFAULT_MODEL_DIR
 
 # bert-base-chinese's shape (its config.json), so a run exercises real sizes.
 BERT_BASE_CHINESE = dict(

@@ -12,7 +12,7 @@ tokens). A BertForPreTraining (hidden 64, 3 layers, 4 heads, FFN 100, 64 positio
 trained for 1200 AdamW steps of BERT's pre-training on sentence pairs: MLM (15% of real
 tokens, 80/10/10) plus next-sentence prediction (half the pairs consecutive lines of the
 corpus, label 0; half with a random second sentence, label 1). Seeded and single-threaded,
-so rebuilding gives byte-identical files (about 50 s on a 2-core CPU; built with
+so rebuilding gives byte-identical files (built with
 transformers 5, since 4.57 trains to slightly different weights). The folder holds the
 encoder, the pooler, the MLM head and the NSP head, as a pre-trained BERT checkpoint does,
 and loads with from_pretrained under transformers 4.57 and 5.x, eager or sdpa, into
@@ -56,7 +56,7 @@ type 1 on segment B only where the family has token types):
 Query/key weights (DistilBERT's q_lin/k_lin, ALBERT's shared query/key, the q and k thirds of
 ModernBERT's Wqkv) start at std 0.2, the decoder bias (lm_head.bias, vocab_projector.bias,
 predictions.bias, generator_lm_head.bias, decoder.bias) at the log-unigram prior, and ALBERT's and
-ELECTRA's 32 -> 64 projection at std 0.2 as well. Each folder is 229-591 KB and builds in 15-27 s,
+ELECTRA's 32 -> 64 projection at std 0.2 as well. Each folder is 229-591 KB and builds
 reproducibly (built with transformers 5: 4.57 trains ModernBERT to other weights, and its slow
 tokenizer writes no tokenizer.json). Each loads with AutoTokenizer and <Family>ForMaskedLM under 4.57
 and 5.x, eager or sdpa (ELECTRA on 4.57: eager only), with the decoder tied to the word embeddings and
@@ -101,10 +101,10 @@ from transformers import (
     RobertaForMaskedLM,
 )
 
-from bertspec import DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS, FIXTURES
+from bertspec import FIXTURES
+from bertspec.models.source import FAMILIES as FAMILY_NAMES, bundled_model_dir
 
 CORPUS = FIXTURES / "corpus.zh.txt"
-OUT_DIR = DEFAULT_MODEL_DIR
 
 # bert-base-chinese's layout, so spec code can rely on the well-known ids
 # [PAD]=0, [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103.
@@ -237,7 +237,7 @@ FAMILIES = {
                          lambda m: [layer.attn.Wqkv.weight[: 2 * HIDDEN] for layer in m.model.layers],
                          tokenizer_kwargs=NO_TOKEN_TYPES),
 }
-assert FAMILIES.keys() == {"bert", *FAMILY_MODEL_DIRS}, "every family has a fixture folder"
+assert tuple(FAMILIES) == FAMILY_NAMES, "every family of the anatomy has a builder"
 
 
 def read_corpus(path=CORPUS):
@@ -329,7 +329,7 @@ def reproducible():
         torch.use_deterministic_algorithms(deterministic)
 
 
-def build(out_dir=OUT_DIR, family="bert", corpus_path=CORPUS, seed=SEED):
+def build(out_dir, family="bert", corpus_path=CORPUS, seed=SEED):
     spec = FAMILIES[family]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,7 +359,7 @@ def destinations(out_dir, family):
     """{family: folder}: the fixture folders by default; out_dir, or for "all" out_dir/<family>, when given."""
     names = list(FAMILIES) if family == "all" else [family]
     if out_dir is None:
-        return {name: DEFAULT_MODEL_DIR if name == "bert" else FAMILY_MODEL_DIRS[name] for name in names}
+        return {name: bundled_model_dir(name) for name in names}
     return {name: Path(out_dir) / name if family == "all" else Path(out_dir) for name in names}
 
 

@@ -18,7 +18,7 @@ MLM head) behind:
                            ProtBert's 30 tokens (specials, 25 uppercase residue
                            letters), 4 layers x 128, max_pos 512, type_vocab 2,
                            an MLM head trained 400 steps on seeded synthetic
-                           proteins (bertspec/builders/zoo_protein.py, ~40 s); the
+                           proteins (bertspec/builders/zoo_protein.py); the
                            command prints its held-out masked-residue accuracy
   chinese-3l-trained-magnitude
                            the bundled Chinese vocabulary, 3 layers x 64 (4 heads
@@ -58,7 +58,8 @@ from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR, FIXTURES
+from bertspec import FIXTURES
+from bertspec.models.source import DEFAULT_MODEL_DIR
 
 CORPORA = {"en": FIXTURES / "corpus.en.txt", "zh": FIXTURES / "corpus.zh.txt"}
 

@@ -17,7 +17,7 @@ not random, so what it predicts means something:
               token types (ProtBert's type_vocab_size); BertForMaskedLM
   training    STEPS AdamW steps of MLM (15%, 80/10/10: default_model.mask_tokens),
               seeded and single-threaded (default_model.reproducible), so a
-              rebuild gives byte-identical files; ~40 s on 2 cores
+              rebuild gives byte-identical files
 
 What it learned (``python -m bertspec zoo`` prints it): on 383 masked residues
 of 128 held-out sequences the head is right 61.4% of the time, against 9.1% for
@@ -25,8 +25,8 @@ always guessing the most frequent residue and 72.6% for the corpus's own rule
 (the successor of the true left neighbour).
 
 Why this size: four layers leave several layers for the claims that compare
-them, and at width 128 the whole spec runs on the member in under a minute
-(45 s on 2 cores) and it trains in ~40 s; a real protein BERT (ProtBert: 30
+them, and at width 128 the whole spec runs on it and it trains within CI's
+budget; a real protein BERT (ProtBert: 30
 layers x 1024) would show the mechanisms no differently.
 """
 
@@ -49,9 +49,9 @@ FOLLOW = 0.7  # the share of residues that are their predecessor's successor: th
 # residues in one cycle, and no short loop (K N K N ...) repeats within a sequence.
 SUCCESSOR = {a: RESIDUES[(i + 7) % len(RESIDUES)] for i, a in enumerate(RESIDUES)}
 BACKGROUND = [1 / (i + 4) for i in range(len(RESIDUES))]  # skewed like real proteins': L about 13%, W about 2%
-LENGTHS = (8, 32)  # residues per sequence: varied, so batches are padded; short, so the training takes ~40 s
+LENGTHS = (8, 32)  # residues per sequence: varied, so batches are padded; short, so the training stays quick
 TRAIN_SEQUENCES, HELD_OUT_SEQUENCES = 2048, 128
-STEPS, BATCH_SIZE, LR = 400, 24, 2e-3  # ~40 s; 300 x 32 learned less (0.60), and lr 3e-3 much less (0.38)
+STEPS, BATCH_SIZE, LR = 400, 24, 2e-3  # 300 x 32 learned less (0.60), and lr 3e-3 much less (0.38)
 SEED, HELD_OUT_SEED, EVAL_SEED = 0, 1, 2
 
 

@@ -92,12 +92,10 @@ class Evidence:
 
 
 class Unread(Evidence):
-    """Evidence of a claim run on a counterfeit: nobody reads it, so figures are closed, not drawn."""
+    """Evidence of a claim run on a counterfeit: nobody reads it, so figures are closed, not drawn. Records stay
+    (a claim may check what it recorded, as the attention view's claim does)."""
 
     def figure(self, title, fig, derived=False, note=None):
         import matplotlib.pyplot as plt
 
         plt.close(fig)
-
-    def attention_view(self, *args, **kwargs):
-        pass

@@ -3,7 +3,7 @@
 Every entry points at the claims that show it, by test function name; claims in
 chapter P5 check that each name exists, that each misconception is embodied by a
 counterfeit, and that each claim refuting it declares that counterfeit (so the
-generated meta-test proves the claim would fail if the misconception were true).
+claim's counterfeit run proves it would fail if the misconception were true).
 """
 
 from dataclasses import dataclass

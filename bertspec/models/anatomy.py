@@ -23,8 +23,8 @@ def submodule(model: torch.nn.Module, path: str) -> torch.nn.Module | None:
     """The module at a dotted path (``bert.encoder.layer.0``), or None where the model has none.
 
     It follows each module's own table of children: a tracer resolves some 200
-    paths per forward, and walking every module (``named_modules``) took 0.5 ms
-    of that, ``get_submodule`` 30 µs a path.
+    paths per forward, and walking every module (``named_modules``) or
+    ``get_submodule``'s checks for each of them cost more than the path itself.
     """
     module = model
     for name in path.split("."):
@@ -32,6 +32,39 @@ def submodule(model: torch.nn.Module, path: str) -> torch.nn.Module | None:
         if module is None:
             return None
     return module
+
+
+def is_local(module: torch.nn.Module) -> bool:
+    """Whether a self-attention module attends within a window (ModernBERT's local layers): 4.57 keeps
+    ``local_attention = (w/2, w/2)`` ((-1, -1) when global), 5.x ``sliding_window`` (None when global)."""
+    return getattr(module, "local_attention", (-1, -1)) != (-1, -1) or getattr(module, "sliding_window", None) is not None
+
+
+@dataclass(frozen=True)
+class MaskRoute:
+    """How a family's self-attention module receives its mask, on one transformers version and implementation.
+
+    Read in each version's modeling file and observed on 4.57.6 and 5.25 (hooks on every self-attention module of
+    each bundled family model); the tracer, the mask replacements, the counterfeits and the claims read it here.
+    """
+
+    argument: str | int = "attention_mask"  # the keyword the mask comes under, or its position (ALBERT: second)
+    local_argument: str | None = None  # where a local layer's own mask comes instead (ModernBERT 4.57)
+    hides_keys_itself: bool = False  # the user's 0/1 [B, T] mask arrives and the module hides keys with masked_fill
+    forms: tuple[tuple[str, str], ...] = ()  # ("padded" | "unpadded", form) where the first layer's differs from BERT's
+
+    def key(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> str | int | None:
+        """Where the module's effective mask is in one call: a keyword, a position, or None (not passed)."""
+        if self.local_argument is not None and is_local(module):
+            return self.local_argument
+        if isinstance(self.argument, int):
+            return self.argument if len(args) > self.argument else None
+        return self.argument if self.argument in kwargs else None
+
+    def mask(self, module: torch.nn.Module, args: tuple, kwargs: dict):
+        """The mask the module was called with, as its attention uses it."""
+        key = self.key(module, args, kwargs)
+        return None if key is None else kwargs[key] if isinstance(key, str) else args[key]
 
 
 @dataclass(frozen=True)
@@ -70,6 +103,19 @@ class Anatomy:
     positions: str  # "learned from 0" | "learned, after padding_idx" | "rotary"
     pooler: str | None = None  # relative to the base model: the dense layer of tanh(W h[CLS] + b); None: no pooler
     ffn_in_factor: int = 1  # ModernBERT's GeGLU makes 2 x intermediate features, gated down to intermediate
+    mask_route: MaskRoute = MaskRoute()  # how each self-attention module receives its mask, on every version ...
+    mask_routes: tuple[tuple[tuple[int, str], MaskRoute], ...] = ()  # ... but these (major, implementation)
+
+    def receives_mask(self, attn_implementation: str, major: int | None = None) -> MaskRoute:
+        """How this family's self-attention receives its mask under an implementation, on the installed
+        transformers major version unless told."""
+        if major is None:
+            from bertspec.models.versions import MAJOR as major
+        return dict(self.mask_routes).get((major, attn_implementation), self.mask_route)
+
+    def route_in(self, model: torch.nn.Module) -> MaskRoute:
+        """The mask route of a loaded model, under the implementation it was loaded with."""
+        return self.receives_mask(model.config._attn_implementation)
 
     def unsupported(self, config) -> str | None:
         """Why this anatomy cannot describe a checkpoint of the family, or None. ALBERT's roles name one group of
@@ -171,8 +217,8 @@ class Anatomy:
         output), "attention" (the mask it receives and what happens inside), "projection" (an output: q, k, v or
         the fused qkv, which a self-attention module computes before its scores), in the order listed here.
 
-        A tracer is opened per batch: resolving some 200 paths one ``get_submodule`` at a time cost 6 ms,
-        2 % of a bert-base forward at batch 1; :func:`submodule` takes 0.1 ms.
+        A tracer is opened per batch, so the paths are resolved with :func:`submodule` (the tracer's benchmarks
+        in spec/ measure what opening one costs).
         """
         roles = [(self.embeddings, "output"), (self.word_embeddings, "output"), (self.position_embeddings, "output"),
                  (self.token_type_embeddings, "output"), (self.embedding_norm, "norm"),
@@ -232,6 +278,11 @@ DISTILBERT = Anatomy(
     ffn_out="ffn.lin2", output_norm="output_layer_norm", final_norm=None, head_dense="vocab_transform",
     head_activation="activation", head_norm="vocab_layer_norm", decoder="vocab_projector", decoder_bias="vocab_projector.bias",
     norm_order="post-LN", positions="learned from 0",
+    # 4.57 (modeling_distilbert.py): MultiHeadSelfAttention takes the raw 2D mask as `mask=`; its eager form hides
+    # padded keys itself with masked_fill(mask == 0, finfo.min), its sdpa class gets None or [B, 1, T, T].
+    mask_routes=(((4, "eager"), MaskRoute("mask", hides_keys_itself=True,
+                                          forms=(("unpadded", "int [B, T] {1}"), ("padded", "int [B, T] {0, 1}")))),
+                 ((4, "sdpa"), MaskRoute("mask"))),
 )
 ALBERT = Anatomy(
     family="albert", name="ALBERT", model_type="albert", mlm_class="AlbertForMaskedLM", base="albert",
@@ -244,6 +295,7 @@ ALBERT = Anatomy(
     output_norm="full_layer_layer_norm", final_norm=None, head_dense="predictions.dense",
     head_activation="predictions.activation", head_norm="predictions.LayerNorm", decoder="predictions.decoder",
     decoder_bias="predictions.bias", norm_order="post-LN", positions="learned from 0", pooler="pooler",
+    mask_route=MaskRoute(argument=1),  # AlbertLayer calls its attention(hidden_states, attention_mask, ...)
 )
 MODERNBERT = Anatomy(
     family="modernbert", name="ModernBERT", model_type="modernbert", mlm_class="ModernBertForMaskedLM", base="model",
@@ -254,6 +306,11 @@ MODERNBERT = Anatomy(
     output_norm="mlp_norm", final_norm="model.final_norm", head_dense="head.dense", head_activation="head.act",
     head_norm="head.norm", decoder="decoder", decoder_bias="decoder.bias", norm_order="pre-LN", positions="rotary",
     ffn_in_factor=2,
+    # 4.57 (modeling_modernbert.py): _update_attention_mask always expands the 2D mask (never None), for eager and
+    # sdpa alike, and hands every layer a separate sliding_window_mask too, which its local layers use.
+    mask_routes=tuple(((4, impl), MaskRoute(local_argument="sliding_window_mask", forms=(
+        ("unpadded", "float [B, 1, T, T] {0.0}"), ("padded", "float [B, 1, T, T] {0.0, finfo.min}"))))
+        for impl in ("eager", "sdpa")),
 )
 
 FAMILIES = {a.family: a for a in (BERT, ROBERTA, DISTILBERT, ALBERT, ELECTRA, MODERNBERT)}

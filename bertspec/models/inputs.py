@@ -54,7 +54,6 @@ ENGLISH = Texts(
     "the capital of [MASK] is [MASK] .", ("france", "paris"), ("paris ", " ."),
     ("the", "capital", "of", "france", "is", "unbelievably", "beautiful", "."),
 )
-SENTENCE, SHORT_SENTENCE, PAIR = CHINESE.sentence, CHINESE.short, CHINESE.pair
 
 
 def corpus_lines(language: str) -> list[str]:

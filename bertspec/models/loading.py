@@ -11,14 +11,12 @@ from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR
-from bertspec.models import anatomy, validate
+from bertspec.models import anatomy, source, validate
 from bertspec.models.anatomy import Anatomy
 from bertspec.models.inputs import Batch, Texts, encode, texts_for
+from bertspec.models.source import ATTN_IMPLEMENTATIONS, ModelSource
+from bertspec.models.validate import CheckpointError
 from bertspec.tracing.trace import trace_forward
-from bertspec.models.validate import CheckpointError, load_tokenizer
-
-ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
 @dataclass
@@ -29,23 +27,31 @@ class ModelUnderTest:
     tokenizer: object
     attn_implementation: str
     device: str
-    source: str  # folder path, "bundled default" (BERT), or "bundled RoBERTa" ... (--family)
+    origin: ModelSource  # where it was loaded from: a user's folder or a bundled model
     has_mlm_head: bool  # False: the checkpoint is encoder-only, the head is random
-    folder: Path  # where it was loaded from
 
     @property
     def config(self):
         return self.model.config
 
     @property
+    def folder(self) -> Path:
+        return self.origin.folder
+
+    @property
+    def source(self) -> str:
+        """The folder, or "bundled default" (BERT), "bundled RoBERTa" ... (--family): as skips and the handbook say it."""
+        return self.origin.label
+
+    @property
     def bundled(self) -> bool:
         """One of the models bertspec ships: the default BERT, or a family sibling (--family)."""
-        return self.source.startswith("bundled")
+        return self.origin.bundled
 
     @property
     def is_default(self) -> bool:
         """The bundled BERT of the default run, whose own facts (a prediction, a magnitude) some claims check."""
-        return self.source == "bundled default"
+        return self.origin.default
 
     @cached_property
     def anatomy(self) -> Anatomy:
@@ -148,18 +154,18 @@ def last_hidden_state(model, batch: Batch, **extra) -> torch.Tensor:
 
 def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("--device cuda: no CUDA GPU is visible to torch on this machine; use --device cpu")
+        raise CheckpointError("cuda: no CUDA GPU is visible to torch on this machine; use --device cpu", "device")
 
 
 class UnsupportedImplementation(Exception):
     """The installed transformers has no such attention implementation for this family (ELECTRA's sdpa on 4.57)."""
 
 
-def check_implementation(family: Anatomy, attn_implementation: str) -> None:
+def check_implementation(a: Anatomy, attn_implementation: str) -> None:
     import transformers
 
-    if attn_implementation == "sdpa" and not getattr(getattr(transformers, family.mlm_class), "_supports_sdpa", True):
-        raise UnsupportedImplementation(f"transformers {transformers.__version__}'s {family.mlm_class} has no sdpa "
+    if attn_implementation == "sdpa" and not getattr(getattr(transformers, a.mlm_class), "_supports_sdpa", True):
+        raise UnsupportedImplementation(f"transformers {transformers.__version__}'s {a.mlm_class} has no sdpa "
                                         "attention (_supports_sdpa is False); its claims run on eager")
 
 
@@ -208,31 +214,30 @@ def load_class(folder, class_name: str, attn_implementation="eager", device="cpu
     return Loaded(model.to(device).eval(), set(info["missing_keys"]), set(info["unexpected_keys"]), first_lines)
 
 
-def load(path=None, attn_implementation="eager", device="cpu", bundled=False) -> ModelUnderTest:
-    """Load the family's MLM class (BertForMaskedLM, ...) from a folder (the bundled default when path is None), after
-    validating the folder; ``bundled``: the folder is one of the bundled family models (--family).
+def load(model: ModelSource | str | Path | None = None, attn_implementation="eager", device="cpu") -> ModelUnderTest:
+    """Load the family's MLM class (BertForMaskedLM, ...) from a model source, or a folder (None: the bundled
+    default), checked once per process (validate.checked).
 
     Raises CheckpointError, whose one-line message the caller prefixes with the option the user typed.
     """
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
-        raise CheckpointError(f"attention implementation {attn_implementation!r} is not one of {ATTN_IMPLEMENTATIONS}")
+        raise CheckpointError(f"{attn_implementation}: not one of {', '.join(ATTN_IMPLEMENTATIONS)}", "attn_implementation")
     check_device(device)
-    facts = validate.check_folder(path if path is not None else DEFAULT_MODEL_DIR)
-    validate.check_against_config(facts)
+    origin = model if isinstance(model, ModelSource) else source.resolve(model)
+    facts = validate.checked(origin.folder)
     folder = facts.folder
-    family = anatomy.of_model_type(facts.model_type)
-    check_implementation(family, attn_implementation)
-    loaded = load_class(folder, family.mlm_class, attn_implementation, device)
-    encoder_missing = sorted(k for k in loaded.missing if k.startswith(f"{family.base}."))
+    a = anatomy.of_model_type(facts.model_type)
+    check_implementation(a, attn_implementation)
+    loaded = load_class(folder, a.mlm_class, attn_implementation, device)
+    encoder_missing = sorted(k for k in loaded.missing if k.startswith(f"{a.base}."))
     if encoder_missing:
         raise CheckpointError(f"{folder}: encoder weights missing ({encoder_missing[0]}, ... {len(encoder_missing)} in all); "
-                              f"this is not a complete {family.name} checkpoint; {validate.OFFLINE_ADVICE}")
+                              f"this is not a complete {a.name} checkpoint; {validate.OFFLINE_ADVICE}")
     return ModelUnderTest(
         model=loaded.model,
-        tokenizer=load_tokenizer(folder),
+        tokenizer=facts.tokenizer,
         attn_implementation=attn_implementation,
         device=device,
-        source="bundled default" if path is None else f"bundled {family.name}" if bundled else str(folder),
-        has_mlm_head=not any(not k.startswith(f"{family.base}.") for k in loaded.missing),
-        folder=Path(folder),
+        origin=origin,
+        has_mlm_head=not any(not k.startswith(f"{a.base}.") for k in loaded.missing),
     )

@@ -11,9 +11,11 @@ inf, and loads the tokenizer to check its special tokens against the vocabulary,
 so that what transformers would only notice deep inside a forward pass, or never
 (a [MASK] appended as an added token), is refused up front.
 
-Messages name the folder, what is wrong and what to do; the caller puts the
-option the user typed in front (``--bert-model`` for pytest, ``--model`` for
-the trace command).
+Messages name the folder, what is wrong and what to do; each error carries the
+choice it concerns, which the caller words as the option the user typed
+(``--bert-model`` for pytest, ``--model`` for the trace command).
+:func:`checked` runs both stages once per process and folder and hands the
+facts on.
 """
 
 import json
@@ -36,7 +38,19 @@ OFFLINE_ADVICE = "pass a local folder of such a checkpoint, or leave out the opt
 
 
 class CheckpointError(ValueError):
-    """The folder given as a model is not a checkpoint the spec can load; the message says why and what to do."""
+    """The model asked for cannot be loaded; the message says why and what to do.
+
+    ``concerns`` names the choice at fault ("model": the folder, "device", "attn_implementation"); each front end
+    words it as its own option (pytest's --bert-model, the CLI's --model) with :meth:`line`.
+    """
+
+    def __init__(self, message: str, concerns: str = "model"):
+        super().__init__(message)
+        self.concerns = concerns
+
+    def line(self, options: dict[str, str]) -> str:
+        """The one line a user reads: the option they typed, then the message."""
+        return f"{options[self.concerns]} {self}"
 
 
 class InputTooLongError(ValueError):
@@ -53,6 +67,7 @@ class CheckpointFacts:
     folder: Path
     config: dict
     shapes: dict[str, tuple] = field(default_factory=dict)  # tensor name -> shape; empty for torch .bin files
+    tokenizer: object = None  # loaded by the deep check, handed on to whoever loads the model
 
     @property
     def model_type(self) -> str:
@@ -214,6 +229,20 @@ def _normalised(name: str) -> str:
     return name
 
 
+def checked(path) -> CheckpointFacts:
+    """Both checks, once per process and folder: the session's check hands its facts (the tokenizer among them) to
+    every later load of the same folder instead of building the meta-device model and the tokenizer again."""
+    key = Path(path).expanduser().resolve()
+    if key not in _CHECKED:
+        facts = check_folder(path)  # messages name the folder as the user wrote it
+        check_against_config(facts)
+        _CHECKED[key] = facts
+    return _CHECKED[key]
+
+
+_CHECKED: dict[Path, CheckpointFacts] = {}
+
+
 # ---- the deep check: shapes against the config, the tokenizer against the vocabulary ----
 
 def check_against_config(facts: CheckpointFacts) -> None:
@@ -340,7 +369,7 @@ SPECIALS = ("mask", "pad", "cls", "sep", "unk")
 
 
 def _check_tokenizer(facts: CheckpointFacts, vocab_size: int) -> None:
-    tokenizer = load_tokenizer(facts.folder)
+    facts.tokenizer = tokenizer = load_tokenizer(facts.folder)
     largest = max(tokenizer.get_vocab().values())
     if largest >= vocab_size:
         raise CheckpointError(f"{facts.folder}: the tokenizer has ids up to {largest} but the embedding table has "

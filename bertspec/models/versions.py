@@ -27,31 +27,14 @@ MASK_FORM = {
     (5, "sdpa", "padded"): "bool [B, 1, T, T] {False, True}",
 }
 
-# Where another family's first layer gets a mask of another form (the rest as MASK_FORM).
-# DistilBERT 4.57 (modeling_distilbert.py): its eager MultiHeadSelfAttention takes the raw 2D mask as `mask=`
-#   and hides padded keys itself with masked_fill(mask == 0, finfo.min); its sdpa class gets None or [B, 1, T, T].
-# ModernBERT 4.57 (modeling_modernbert.py): _update_attention_mask always expands the 2D mask (never None), for
-#   eager and sdpa alike, and hands every layer a separate sliding_window_mask too (its local layers use that one).
-FAMILY_MASK_FORM = {
-    "distilbert": {
-        (4, "eager", "unpadded"): "int [B, T] {1}",
-        (4, "eager", "padded"): "int [B, T] {0, 1}",
-    },
-    "modernbert": {
-        (4, impl, padding): f"float [B, 1, T, T] {values}" for impl in ("eager", "sdpa")
-        for padding, values in (("unpadded", "{0.0}"), ("padded", "{0.0, finfo.min}"))
-    },
-}
-
-
 def mask_form(family: str) -> dict:
-    """MASK_FORM as the first layer of ``family`` receives it."""
-    return {**MASK_FORM, **FAMILY_MASK_FORM.get(family, {})}
+    """MASK_FORM as the first layer of ``family`` receives it: BERT's, where the family's mask route
+    (bertspec.models.anatomy) names another form."""
+    from bertspec.models import anatomy
 
-
-def takes_0_1_mask(family: str, attn_implementation: str) -> bool:
-    """Whether the family's attention receives the user's 0/1 mask and hides keys itself (no additive mask exists)."""
-    return mask_form(family).get((MAJOR, attn_implementation, "padded"), "").startswith("int")
+    a = anatomy.FAMILIES[family]
+    return {(major, impl, padding): dict(a.receives_mask(impl, major).forms).get(padding, form)
+            for (major, impl, padding), form in MASK_FORM.items()}
 
 
 # DistilBERT's 4.57 eager attention computes q / sqrt(d) first, then q @ k^T (modeling_distilbert.py, MultiHeadSelfAttention):

@@ -1,4 +1,4 @@
-"""Checkpoint folders broken in one way each, for the bad-input claims (spec/test_p1_errors.py).
+"""Checkpoint folders broken in one way each, for the bad-input claims (the BROKEN rows of bertspec.proof.bad_input).
 
 :func:`copy` copies a bundled model and changes it; the other functions are its edits, each breaking one thing.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR
+from bertspec.models.source import DEFAULT_MODEL_DIR
 
 
 def copy(base: Path, name: str, without=(), config=None, source: Path = DEFAULT_MODEL_DIR, edit=None) -> Path:

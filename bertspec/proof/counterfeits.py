@@ -2,8 +2,8 @@
 
 A claim that stays green on a counterfeit proves nothing about the mechanism
 the counterfeit breaks. A claim names the counterfeits it must fail on with
-``@pytest.mark.counterfeits("mask_dropped", ...)``; bertspec.proof.teeth generates
-the meta-tests that run each pair. Each counterfeit is registered here under
+``@pytest.mark.counterfeits("mask_dropped", ...)``; bertspec.proof.teeth adds
+one test item per pair that runs the claim on the counterfeit and must fail. Each counterfeit is registered here under
 its name: a context manager that takes a ModelUnderTest, yields one, and leaves
 the shared model as it found it (a deep copy is changed, or a hook is added and
 removed again). Several embody a common misconception (bertspec.handbook.knowledge):
@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from bertspec.models import anatomy
 from bertspec.tracing import hooks, masks
 from bertspec.models.loading import ModelUnderTest
 from bertspec.proof.reference import additive_mask
@@ -77,9 +78,7 @@ def _weakened(value: float):
 
 
 def _additive_mask_reaches_attention(bert: ModelUnderTest) -> str | None:
-    from bertspec.models import versions
-
-    if versions.takes_0_1_mask(bert.anatomy.family, bert.attn_implementation):
+    if bert.anatomy.receives_mask(bert.attn_implementation).hides_keys_itself:
         return "its attention hides keys with masked_fill(finfo.min) itself: no other mask value can reach it"
     return None
 
@@ -346,9 +345,7 @@ def albert_layers_untied(bert: ModelUnderTest):
 
 
 def _local_layers(bert: ModelUnderTest) -> str | None:
-    from bertspec.tracing.trace import is_local
-
-    if not any(is_local(module) for _, module in bert.anatomy.self_attention_modules(bert.model)):
+    if not any(anatomy.is_local(module) for _, module in bert.anatomy.self_attention_modules(bert.model)):
         return f"{bert.anatomy.name} has no local-attention layers"
     return None
 
@@ -360,8 +357,6 @@ def modernbert_all_global(bert: ModelUnderTest):
     What ModernBERT would be if every layer were a global one (or if its
     sliding window were ignored).
     """
-    from bertspec.tracing.trace import is_local
-
     seen = {}
 
     def remember(module, args, kwargs):
@@ -372,7 +367,7 @@ def modernbert_all_global(bert: ModelUnderTest):
         padding = seen["mask"] if seen["mask"] is not None else torch.ones(b, t, device=hidden.device)
         return additive_mask(padding, hidden.dtype).expand(b, 1, t, t)
 
-    local = [module for _, module in bert.anatomy.self_attention_modules(bert.model) if is_local(module)]
+    local = [module for _, module in bert.anatomy.self_attention_modules(bert.model) if anatomy.is_local(module)]
     with hooks.attached(bert.encoder, pre=remember), masks.layer_mask_replaced(bert.model, global_mask, only=local):
         yield bert
 

@@ -1,41 +1,72 @@
-"""Where a claim applies: on every family, or not, and then why, in words the comparison table can read.
+"""Where a claim applies: on every family, or not, and then why, as data the comparison table reads.
 
 A claim that holds for the BERT family holds for all of it; where an
 architecture's mechanism is another one, the claim skips with ``differs``,
 naming the claim that shows the difference (chapter P7), and where the
-question does not arise with ``not_applicable``. The handbook's comparison
-table (claim × architecture) is built from these reasons.
+question does not arise with ``not_applicable``. Either skip raises
+:class:`OutOfScope`: pytest shows it like any skip, by its text, and the
+plugin copies its :class:`Verdict` onto the test report, where the handbook's
+comparison table (claim × architecture) reads it.
 """
+
+from dataclasses import dataclass
 
 import pytest
 
-DIFFERS = "differs on"
-NOT_APPLICABLE = "not applicable to"
+# The verdict kinds, spelled as the handbook's comparison table spells them.
+DIFFERS = "differs"
+NOT_APPLICABLE = "n/a"
+_SAYS = {DIFFERS: "differs on", NOT_APPLICABLE: "not applicable to"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a claim does not run on a family, as data: it travels in the test report to the handbook."""
+
+    kind: str  # DIFFERS or NOT_APPLICABLE
+    family: str  # the family's name as the handbook writes it: RoBERTa, ModernBERT, ...
+    why: str
+    shown_by: str = ""  # DIFFERS: the claim (test function) that shows the family's own mechanism
+
+    @property
+    def statement(self) -> str:
+        """The verdict in words, e.g. "differs on RoBERTa: its default positions count ..."."""
+        return f"{_SAYS[self.kind]} {self.family}: {self.why}"
+
+    @property
+    def reason(self) -> str:
+        """The skip's text: the statement, then the claim that shows the difference in brackets."""
+        return f"{self.statement} [{self.shown_by}]" if self.shown_by else self.statement
+
+
+class OutOfScope(pytest.skip.Exception):
+    """pytest's skip, carrying its :class:`Verdict` beside the text pytest prints."""
+
+    # pytest prints a skip as "<module>.<qualified name>: <text>" and then drops "Skipped: "; its own skip poses as
+    # builtins.Skipped to get there, and posing the same way keeps the terminal's line what pytest.skip would print.
+    __module__ = "builtins"
+    __qualname__ = "Skipped"
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.reason)
+        self.verdict = verdict
 
 
 def differs(model, why: str, shown_by: str) -> None:
     """Skip: on this family the mechanism is another one; ``shown_by`` is the claim (test name) that shows it."""
-    pytest.skip(differs_reason(model.anatomy.name, why, shown_by))
+    raise OutOfScope(Verdict(DIFFERS, model.anatomy.name, why, shown_by))
 
 
 def not_applicable(model, why: str) -> None:
     """Skip: the question does not arise for this family (no token types, no pooler, ...)."""
-    pytest.skip(not_applicable_reason(model.anatomy.name, why))
-
-
-def differs_reason(family_name: str, why: str, shown_by: str) -> str:
-    return f"{DIFFERS} {family_name}: {why} [{shown_by}]"
-
-
-def not_applicable_reason(family_name: str, why: str) -> str:
-    return f"{NOT_APPLICABLE} {family_name}: {why}"
+    raise OutOfScope(Verdict(NOT_APPLICABLE, model.anatomy.name, why))
 
 
 def reference_only_for_bert(model) -> None:
     """The from-scratch reference (bertspec.proof.reference) spells out BERT; other families' keys and steps differ."""
     if model.anatomy.family != "bert":
-        pytest.skip(f"{NOT_APPLICABLE} {model.anatomy.name}: the from-scratch reference implements BERT only "
-                    f"(its state-dict keys and steps are BERT's)")
+        not_applicable(model, "the from-scratch reference implements BERT only "
+                              "(its state-dict keys and steps are BERT's)")
 
 
 def post_ln(model) -> None:
@@ -87,6 +118,6 @@ def needs_additive_mask(model) -> None:
     """Skip where the family's attention takes the user's 0/1 mask and hides keys itself (DistilBERT on 4.57, eager)."""
     from bertspec.models import versions
 
-    if versions.takes_0_1_mask(model.anatomy.family, model.attn_implementation):
+    if model.anatomy.receives_mask(model.attn_implementation).hides_keys_itself:
         differs(model, f"on transformers {versions.VERSION} its eager attention receives the 0/1 mask itself and hides "
                        "padded keys with masked_fill(mask == 0, finfo.min): no additive mask exists", DISTILBERT_MASK)

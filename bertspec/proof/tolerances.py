@@ -82,7 +82,7 @@ UNIT_ROUNDOFF = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat1
 # layers adding up in phase), so no further margin is stacked on it. Measured differences stay at
 # 0.002-0.05 of the bound in float32 (bundled, trained-magnitude, protein and bert-base-sized
 # checkpoints, eager and sdpa): the bound is loose, and the counterfeits, which move outputs by
-# 1e-2 to O(1), stay caught (the meta-tests). In half precision it would allow about the size of
+# 1e-2 to O(1), stay caught (their counterfeit runs). In half precision it would allow about the size of
 # the outputs themselves, so eager vs sdpa there is held to half_precision_tolerance instead.
 SAFETY = 1.0
 

@@ -2,8 +2,8 @@
 
    A summary needs a tensor's sum, sum of squares, min and max. torch computes them in three
    passes (aminmax, sum, dot), and inside a forward pass each pass reads memory the forward has
-   just written and moved on from: at bert-base size the three cost 7-8 % of the forward at
-   batch 1 (spec/test_p4_cost.py). This reads every value once, eight at a time (AVX2), and a
+   just written and moved on from, a cost the tracer's benchmarks measure (README, Benchmarks).
+   This reads every value once, eight at a time (AVX2), and a
    large tensor on the threads torch runs its own kernels on: each thread sums the part that it,
    or its neighbour, has just written (see use_threads_of).
 

@@ -15,22 +15,16 @@ import torch
 from bertspec.models import anatomy
 from bertspec.tracing import hooks
 from bertspec.proof.reference import additive_mask
-from bertspec.tracing.trace import mask_argument, mask_key
 
 
 def allowed(mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor:
     """(B, T, T) booleans: may query i attend to key j under this layer mask?"""
     if mask is None:
         return torch.ones(batch, length, length, dtype=torch.bool)
-    if is_0_1(mask):  # DistilBERT 4.57's eager attention takes the 2D mask itself: 1 = may attend
+    if mask.dim() == 2:  # the user's [B, T] mask, which a module that hides keys itself receives: 1 = may attend
         return (mask != 0).cpu()[:, None, :].expand(batch, length, length)
     keep = mask if mask.dtype == torch.bool else mask == 0
     return keep.cpu().expand(batch, 1, length, length)[:, 0]
-
-
-def is_0_1(mask: torch.Tensor | None) -> bool:
-    """A 2D [B, T] 0/1 mask, as the user passes it (the module hides keys itself), not a layer mask."""
-    return mask is not None and mask.dim() == 2 and not mask.is_floating_point()
 
 
 @dataclass(frozen=True)
@@ -76,23 +70,25 @@ def _value_names(mask) -> list[str]:
 @contextmanager
 def layer_mask_replaced(model: torch.nn.Module, replace, only=None):
     """While open, every self-attention module (or those in ``only``) receives ``replace(original_mask,
-    hidden_states)`` instead."""
+    hidden_states)`` instead, where its mask route (bertspec.models.anatomy) says the mask arrives."""
+    a = anatomy.of_model(model)
+    route = a.route_in(model)
 
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs.get("hidden_states", kwargs.get("query"))
-        original = mask_argument(module, args, kwargs)
-        if is_0_1(original):
+        original = route.mask(module, args, kwargs)
+        if route.hides_keys_itself and original is not None:
             new = as_0_1(replace(additive_mask(original, hidden.dtype), hidden), original)
         else:
             new = replace(original, hidden)
             if new is None and original is not None:  # ModernBERT's 4.57 attention adds its mask unconditionally
                 new = torch.ones_like(original) if original.dtype == torch.bool else torch.zeros_like(original)
-        key = mask_key(module, args, kwargs)
+        key = route.key(module, args, kwargs)
         if isinstance(key, int):
             return (*args[:key], new, *args[key + 1:]), kwargs
         return args, {**kwargs, key or "attention_mask": new}
 
-    modules = only if only is not None else [m for _, m in anatomy.of_model(model).self_attention_modules(model)]
+    modules = only if only is not None else [m for _, m in a.self_attention_modules(model)]
     with hooks.attached(*modules, pre=hook):
         yield model
 

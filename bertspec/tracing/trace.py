@@ -38,7 +38,7 @@ user tracing a data set pays only for what they read: shapes only, summaries
 not; every step or only those a filter names. Summaries are four sums per step
 — on the CPU one fused pass over a float32 tensor (bertspec/tracing/_moments.c), else
 torch's reductions on the tensor's device — read back to the host once per
-forward (:class:`_Statistics`). spec/test_p4_cost.py times every option against
+forward (:class:`_Statistics`). spec/test_p4_2b_tracer_cost.py times every option against
 the plain forward and against nnsight and TransformerLens.
 """
 
@@ -211,16 +211,27 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 class Trace:
-    """The ordered steps of one forward pass, looked up by name.
+    """The steps of one forward pass, as a cache of activations by name, by layer, and stacked over layers.
+
+    The shape TransformerLens's ``ActivationCache`` made familiar: ``trace[name]``
+    is one step by its full name (``"bert.encoder.layer.0.attention.self:probs"``);
+    ``trace["probs", 0]`` is layer 0's step for a quantity (one of INTERNALS,
+    ``"attention_mask"``, or ``"input"`` of a norm); ``trace.layer(0)`` holds
+    every step of a layer by its path inside the layer; ``trace.stack("probs")``
+    is every layer's tensor of a quantity, stacked (L, B, H, T, T). Iterating
+    gives the steps in the order they ran.
 
     A trace that keeps its tensors computes their statistics when it is first
     read, not during the forward: the tensors are at hand, and whoever keeps
     them to work with them need not pay for summaries they never read.
     """
 
-    def __init__(self):
+    def __init__(self, anatomy=None):
+        self.anatomy = anatomy  # names the layers, for layer(i)
         self._steps: list[Step] = []
         self._unsummarised: list[tuple[Step, bool]] = []  # (step with a kept tensor, summed in float64)
+        self._by_name: dict[str, Step] = {}
+        self._indexed = 0  # how many steps _by_name has seen
 
     @property
     def steps(self) -> list[Step]:
@@ -232,24 +243,54 @@ class Trace:
             self._unsummarised.clear()
         return self._steps
 
-    def __getitem__(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(f"no step {name!r} in this trace")
+    def _index(self) -> dict[str, Step]:
+        """Steps by name, the first of a name (a tracer left open over two forwards records each name twice)."""
+        for step in self._steps[self._indexed:]:  # steps are only ever appended
+            self._by_name.setdefault(step.name, step)
+        self._indexed = len(self._steps)
+        return self._by_name
+
+    def __getitem__(self, key: str | tuple[str, int]) -> Step:
+        """A step by its name, or by (quantity, layer)."""
+        self.steps  # settle pending statistics before handing a step out
+        if isinstance(key, tuple):
+            quantity, i = key
+            return self.all(quantity)[i]
+        try:
+            return self._index()[key]
+        except KeyError:
+            raise KeyError(f"no step {key!r} in this trace") from None
 
     def __contains__(self, name: str) -> bool:
-        return any(step.name == name for step in self.steps)
+        return name in self._index()
 
     def __iter__(self):
         return iter(self.steps)
 
     def __len__(self):
-        return len(self.steps)
+        return len(self._steps)
 
     def all(self, quantity: str) -> list[Step]:
-        """Every layer's step for one quantity, e.g. ``all("probs")`` or ``all("attention_mask")``."""
+        """Every layer's step for one quantity, in layer order, e.g. ``all("probs")`` or ``all("attention_mask")``."""
         return [step for step in self.steps if step.name.endswith(":" + quantity)]
+
+    def layer(self, i: int) -> dict[str, Step]:
+        """Layer i's steps by their path inside the layer (``"attention.self:probs"``, ``"output.LayerNorm"``)."""
+        if self.anatomy is None:
+            raise ValueError("this trace was not made by a Tracer: it knows no layers")
+        prefix = self.anatomy.layer(i) + "."
+        occurrence = f"@{i}" if self.anatomy.shared_layer else ""
+        found = {}
+        for step in self.steps:
+            path, _, quantity = step.name.partition(":")
+            if path.startswith(prefix) and (not occurrence or path.endswith(occurrence)):
+                inner = path[len(prefix):].removesuffix(occurrence)
+                found[inner + (f":{quantity}" if quantity else "")] = step
+        return found
+
+    def stack(self, quantity: str) -> torch.Tensor:
+        """Every layer's tensor of a quantity, stacked on a new first dimension (L, ...), on the CPU."""
+        return torch.stack([self.tensor(step.name).cpu() for step in self.all(quantity)])
 
     def names(self) -> list[str]:
         return [step.name for step in self.steps]
@@ -273,9 +314,10 @@ class Trace:
 class _AttentionOps(TorchFunctionMode):
     """Observes the torch calls one self-attention module makes."""
 
-    def __init__(self, mask):
+    def __init__(self, mask, hides_keys_itself: bool):
         super().__init__()
         self.mask = mask
+        self.hides_keys_itself = hides_keys_itself  # the module masks with masked_fill, not by adding the mask
         self.scores = None  # the scores before the mask: left operand of `scores + mask`, or of masked_fill
         self.softmax = None  # (input, output)
         self.sdpa = None  # (args, kwargs) of scaled_dot_product_attention
@@ -290,35 +332,9 @@ class _AttentionOps(TorchFunctionMode):
             self.sdpa = (args, kwargs)
         elif name in ("add", "__add__") and self.mask is not None and len(args) == 2 and args[1] is self.mask:
             self.scores = args[0]
-        elif name == "masked_fill" and self.mask is not None and self.scores is None:
-            self.scores = args[0]  # DistilBERT on 4.57 hides padded keys with masked_fill, not an addition
+        elif name == "masked_fill" and self.hides_keys_itself and self.mask is not None and self.scores is None:
+            self.scores = args[0]
         return out
-
-
-def is_local(module) -> bool:
-    """Whether a self-attention module attends within a window (ModernBERT's local layers): 4.57 keeps
-    ``local_attention = (w/2, w/2)`` ((-1, -1) when global), 5.x ``sliding_window`` (None when global)."""
-    return getattr(module, "local_attention", (-1, -1)) != (-1, -1) or getattr(module, "sliding_window", None) is not None
-
-
-def mask_key(module, args, kwargs) -> str | int | None:
-    """Where a self-attention module's effective mask is: a keyword's name, a position, or None (no mask passed).
-
-    BERT, RoBERTa, ELECTRA and 5.x's DistilBERT and ModernBERT take ``attention_mask=``;
-    ALBERT passes it second, positionally; DistilBERT on 4.57 calls it ``mask=``;
-    ModernBERT on 4.57 passes every layer a ``sliding_window_mask`` too, which its
-    local layers use instead.
-    """
-    for name in (("sliding_window_mask",) if is_local(module) else ()) + ("attention_mask", "mask"):
-        if name in kwargs:
-            return name
-    return 1 if len(args) > 1 else None
-
-
-def mask_argument(module, args, kwargs):
-    """The mask a self-attention module was called with, as its attention uses it."""
-    key = mask_key(module, args, kwargs)
-    return None if key is None else kwargs[key] if isinstance(key, str) else args[key]
 
 
 def _sdpa_arguments(args, kwargs):
@@ -437,10 +453,11 @@ class Tracer:
         self.model = model
         self.keep_tensors = keep_tensors
         self.anatomy = anatomies.of_model(model)
+        self.route = self.anatomy.route_in(model)
         self.summaries = summaries
         self.derive = derive
         self.wanted = StepFilter(only)
-        self.trace = Trace()
+        self.trace = Trace(self.anatomy)
         self._statistics = _Statistics()
         self._handles = []
         self._shared = self.anatomy.shared_prefix(model)
@@ -538,11 +555,12 @@ class Tracer:
         # The function mode routes every torch call through Python while it is on: it is entered once the
         # input projections have run (q, k and v before any score: 8 of some 20 calls a layer not seen).
         def hook(module, args, kwargs):
-            mask = mask_argument(module, args, kwargs)
+            mask = self.route.mask(module, args, kwargs)
             name = self._name(path)
             self.record(f"{name}:attention_mask", mask, wide=True)
             if any(self.wanted(f"{name}:{quantity}") for quantity in INTERNALS):
-                self._watch = _Watch(_AttentionOps(mask), self._projections.get(path, 0))
+                ops = _AttentionOps(mask, self.route.hides_keys_itself)
+                self._watch = _Watch(ops, self._projections.get(path, 0))
         return hook
 
     def _attention_post(self, path):

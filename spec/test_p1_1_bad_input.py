@@ -1,12 +1,14 @@
-"""Chapter P1 — what a user who types something wrong sees: one true line, the right exit status,
+"""Chapter P1.1 — what a user who types something wrong sees: one true line, the right exit status,
 nothing deleted by advice, and a package that works installed like any other.
 
-The bad-input table (BROKEN, BAD_OPTIONS, TEXTS) is run three ways: ``pytest spec/
---bert-model …``, the same with ``-n 2`` (pytest-xdist), and ``python -m bertspec
-trace``. pytest checks the options and the checkpoint while it configures the
-session, before any test, so those runs are made in this process with
+The bad-input table (bertspec.proof.bad_input: BROKEN, BAD_OPTIONS; and FAMILY_OPTIONS
+here, pytest's alone) is run two ways here: ``pytest spec/ --bert-model …`` and the
+same with ``-n 2`` (pytest-xdist); ``python -m bertspec trace`` answers the same table
+in spec/test_p1_2_tracer.py. pytest checks the options and the checkpoint while it
+configures the session, before any test, so those runs are made in this process with
 ``pytest.main`` (fast, and the same code path); two real subprocesses per mode
-show that nothing differs outside it.
+show that nothing differs outside it. The table's folders come from conftest's
+``broken`` fixture.
 """
 
 import json
@@ -18,80 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec import DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS
-from bertspec.__main__ import main as cli
-from bertspec.proof.broken import Code, config_with, copy, entry, header, nan_in, row, vocab, write
-from bertspec.models.inputs import CHINESE
+from bertspec.models.source import DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS
+from bertspec.proof.bad_input import BAD_OPTIONS, BROKEN, one_line
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"pytest": [], "pytest -n 2": ["-n", "2"]}
 
-
-def _grouped_albert(base: Path) -> Path:
-    albert = FAMILY_MODEL_DIRS["albert"]
-    return copy(base, "albert-groups", config=config_with(albert, num_hidden_groups=3), source=albert)
-
-
-def _truncated(base: Path) -> Path:
-    folder = copy(base, "truncated")
-    weights = folder / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    return folder
-
-
-def _a_file(base: Path) -> Path:
-    path = base / "a-file.txt"
-    path.write_text("not a folder\n")
-    return path
-
-
-# row -> (make the folder, what the one line must say)
-BROKEN = {
-    "missing folder": (lambda base: base / "nowhere", "no such folder"),
-    "not a folder": (_a_file, "is a file, not a folder"),
-    "another model type": (lambda base: copy(base, "gpt2", config=config_with(model_type="gpt2")), "model_type is 'gpt2'"),
-    "no config": (lambda base: copy(base, "no-config", without=["config.json"]), "no config.json"),
-    "config does not parse": (lambda base: copy(base, "bad-json", config='{"model_type": "bert",'), "not valid JSON"),
-    "no tokenizer files": (lambda base: copy(base, "no-tokenizer", without=["vocab.txt", "tokenizer.json"]),
-                           "no vocab.txt or tokenizer.json"),
-    "no weights": (lambda base: copy(base, "no-weights", without=["model.safetensors"]), "no weights"),
-    "truncated weights": (_truncated, "truncated"),
-    "shapes that do not match the config": (lambda base: copy(base, "other-size", config=config_with(hidden_size=32)),
-                                            "but config.json implies"),
-    "an ALBERT whose layers come in groups": (_grouped_albert, "num_hidden_groups 3"),
-    "vocab.txt without [MASK]": row("no-mask", "the vocabulary has no [MASK] (mask_token), the tokenizer appends it",
-                                        without=["tokenizer.json"], edit=vocab(lambda ts: [t for t in ts if t != "[MASK]"])),
-    "vocab.txt and tokenizer.json disagree": row("swapped", "[MASK] has id 103 in tokenizer.json but line 105",
-                                                     edit=vocab(lambda ts: [*ts[:103], ts[104], ts[103], *ts[105:]])),
-    "pad_token_id not the tokenizer's": row("pad-1", "config.json says pad_token_id 1 but the tokenizer's [PAD] has id 0",
-                                                config=config_with(pad_token_id=1)),
-    "a NaN in a weight": row("nan", "bert.encoder.layer.1.attention.self.query.weight holds NaN or inf",
-                                 edit=nan_in("bert.encoder.layer.1.attention.self.query.weight")),
-    "heads that do not divide the hidden size": row("heads-5", "transformers refuses config.json (ValueError: The hidden size",
-                                                        config=config_with(num_attention_heads=5)),
-    "more layers in config.json than in the weights": row(
-        "deep", "config.json says 12 layers (num_hidden_layers), the weights hold 3", config=config_with(num_hidden_layers=12)),
-    "a safetensors header that is a list": row("header-list", "the header is not a JSON object", edit=header([])),
-    "a header entry without data_offsets": row("no-offsets", "entry 'w' has no valid dtype, shape and data_offsets",
-                                                   edit=header({"w": {"shape": [1]}})),
-    "a header without tensors": row("no-tensor", "(it holds no tensor)", edit=header({"__metadata__": {}})),
-    "a dtype that does not fit its bytes": row("f64", "'bert.pooler.dense.bias': F64 x [64] takes 512 bytes, its data_offsets "
-                                               "span 256", edit=entry("bert.pooler.dense.bias", dtype="F64")),
-    "sep_token_id not the tokenizer's": row("sep-5", "config.json says sep_token_id 5 but the tokenizer's [SEP] has id 102",
-                                            config=config_with(sep_token_id=5)),
-    "a shard index that is a list": row("index-list", "has no weight_map object", without=["model.safetensors"],
-                                            edit=write("model.safetensors.index.json", "[]")),
-    "a weight_map that is a list": row("map-list", "has no weight_map object", without=["model.safetensors"],
-                                           edit=write("model.safetensors.index.json", '{"weight_map": []}')),
-    "a pickle that holds code": row(
-        "pickle-code", "the pickle contains code (it calls posix.mkdir), not just tensors, and bertspec never runs it",
-        without=["model.safetensors"], edit=lambda folder: torch.save({"w": Code(folder / "the pickle ran")},
-                                                                      folder / "pytorch_model.bin")),
-}
-BAD_OPTIONS = {
-    "unknown implementation": (["--attn-implementation", "flash"], "flash"),
-    "--device cuda without a GPU": (["--device", "cuda"], "no CUDA GPU"),
-}
 # pytest's alone: the trace command has no --family
 FAMILY_OPTIONS = {
     "unknown family": (["--family", "gpt2"], "--family gpt2: not a valid value"),
@@ -100,16 +34,6 @@ FAMILY_OPTIONS = {
     "an empty family name": (["--family", "bert,"], "--family bert,: not a valid value"),
     "--family with --bert-model": (["--family", "roberta", "--bert-model", str(DEFAULT_MODEL_DIR)], "give one of the two"),
 }
-
-
-@pytest.fixture(scope="module")
-def broken(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("broken")
-    return {row: make(base) for row, (make, _) in BROKEN.items()}
-
-
-def one_line(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def in_process_pytest(args, capsys) -> tuple[int, list[str]]:
@@ -123,7 +47,7 @@ def in_process_pytest(args, capsys) -> tuple[int, list[str]]:
     try:
         # a test file or test id among the arguments is the run's own selection; otherwise this file's
         named = any(a.startswith("spec/") or a.split("::")[0].endswith(".py") for a in args)
-        status = pytest.main([*(() if named else ("spec/test_p1_errors.py",)),
+        status = pytest.main([*(() if named else ("spec/test_p1_1_bad_input.py",)),
                               "-p", "no:cacheprovider", "-p", "no:randomly", *args])
     finally:
         syrupy._syrupy = outer
@@ -205,78 +129,6 @@ def test_the_same_refusal_from_a_real_pytest_process_is_one_line_and_status_4(mo
     assert len(lines) == 1 and "truncated" in lines[0], lines
 
 
-# row -> (the command's arguments after "trace", exit status, what its output must say)
-TEXTS = {
-    "over-long text": (["字" * 80], 2, "error: input is too long", "pass --truncate to trace the first 64"),
-    "over-long text, --truncate": (["字" * 80, "--truncate"], 0, "note: --truncate: the text needs 82 tokens"),
-    "empty text": ([""], 0, "note: the text is empty (no token of its own): the model sees only [CLS] [SEP]"),
-    "only unknown characters": ([chr(0x20000) * 3], 0, "note: no character of the text is in this vocabulary"),
-    "typed special tokens": (["北京[PAD][SEP]是"], 0, "note: the text contains [PAD], [SEP]"),
-    "[MASK] for a tokenizer that writes <mask>": ([CHINESE.sentence, "--model", str(FAMILY_MODEL_DIRS["roberta"])], 0,
-                                                  "note: [MASK] is written <mask> in this tokenizer"),
-    "a family the reference does not spell out": ([CHINESE.sentence, "--model", str(FAMILY_MODEL_DIRS["albert"])], 0,
-                                                   "note: every step of ALBERT is traced; bertspec's from-scratch reference"),
-}
-
-
-def run_cli(args) -> int:
-    try:
-        return cli(args)
-    except SystemExit as exit:  # argparse ends the process itself on a usage error
-        return exit.code
-
-
-@pytest.mark.parametrize("row", [*BROKEN, *BAD_OPTIONS, *TEXTS])
-def test_the_trace_command_answers_bad_input_with_one_line(row, broken, capfd, evidence):
-    """``python -m bertspec trace`` answers every row of the bad-input table with one true line: an error naming --model and exit status 2, or a one-line note.
-
-    The command checks the folder before it imports torch, silences the
-    libraries' own warnings (a tokenizer's length warning, a load report), and
-    names the option the user typed (``--model``, not pytest's
-    ``--bert-model``). Inputs that are valid but surprising run normally and say
-    so in one note: a typed [PAD] is an ordinary token with attention_mask 1,
-    not padding; a text of nothing but unknown characters is all [UNK]; an
-    empty text is [CLS] [SEP] alone; on another family a typed [MASK] is read as the
-    tokenizer's own mask token (RoBERTa's <mask>), and the note says that the
-    from-scratch reference spells out BERT only. An over-long text is refused
-    with advice the command can follow: ``--truncate``, which traces the
-    positions the model has and says how many tokens the text needed.
-
-    Claim ID: P1.2
-    Question: What does the trace command say when the folder, an option or the text is wrong?
-    问题：目录、选项或文本有问题时，trace 命令会说什么？
-    中文：python -m bertspec trace 对坏输入表的每一行都只给一行真实的话：指明 --model 的错误信息与退出码 2，或一行提示。
-    原因：命令在导入 torch 之前检查目录，屏蔽各个库自己的警告（分词器的长度警告、加载报告），并写出用户实际输入的选项
-    （--model，而不是 pytest 的 --bert-model）。合法但出人意料的输入照常运行，并用一行提示说明：手动输入的 [PAD] 是
-    attention_mask 为 1 的普通 token，不是 padding；全是未知字符的文本全是 [UNK]；空文本只有 [CLS] [SEP]；在其他家族上，输入的 [MASK]
-    按分词器自己的 mask token 读取（RoBERTa 的 <mask>），提示还说明从零实现的参考只写出了 BERT。过长的文本被拒绝，建议的是命令本身能做到的 --truncate：它 trace 模型拥有的那些位置，
-    并说明文本原本需要多少 token。
-    """
-    if row in BROKEN:
-        args, status, expected = [CHINESE.sentence, "--model", str(broken[row])], 2, f"error: --model {broken[row]}"
-        expected_too = BROKEN[row][1]
-    elif row in BAD_OPTIONS:
-        if "cuda" in row and torch.cuda.is_available():
-            pytest.skip("this machine has a GPU")
-        args, status, expected, expected_too = [CHINESE.sentence, *BAD_OPTIONS[row][0]], 2, "error: ", BAD_OPTIONS[row][1]
-    else:
-        (*args,), status, expected, *also = TEXTS[row]
-        expected_too = also[0] if also else expected
-    capfd.readouterr()
-    code = run_cli(["trace", *args])
-    out = capfd.readouterr()
-    lines = one_line(out.err) if status else [line for line in one_line(out.out) if line.startswith(("note:", "tokens:"))]
-    evidence.table(f"python -m bertspec trace {row}", ["exit status", "stderr", "lines that answer"],
-                   [(code, out.err.strip(), "\n".join(lines))])
-    assert code == status
-    if status:
-        assert len(lines) == 1 and lines[0].startswith(expected) and expected_too in lines[0], lines
-        assert out.out == ""
-    else:
-        assert out.err == "", "no library warning may reach the terminal"
-        assert any(line.startswith(expected) for line in lines), lines
-
-
 def test_an_encoder_only_checkpoint_runs_the_encoder_claims_and_skips_the_head_claims_with_the_reason(
         tmp_path, capsys, monkeypatch, evidence):
     """pytest on a checkpoint without MLM-head weights runs: encoder claims pass, head claims are skipped with that reason.
@@ -299,8 +151,8 @@ def test_an_encoder_only_checkpoint_runs_the_encoder_claims_and_skips_the_head_c
     full = loading.load(None)
     full.encoder.save_pretrained(tmp_path / "encoder-only")
     full.tokenizer.save_pretrained(tmp_path / "encoder-only")
-    claims = ["spec/test_p2_attention_mask.py::test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask[eager]",
-              "spec/test_p3_mlm_forward.py::test_the_decoder_maps_batch_seq_hidden_to_batch_seq_vocab_one_score_per_vocabulary_entry[eager]"]
+    claims = ["spec/test_p2_1_mask_values.py::test_every_layer_receives_the_same_mask_built_once_from_the_2d_mask[eager]",
+              "spec/test_p3_2_mlm_head.py::test_the_decoder_maps_batch_seq_hidden_to_batch_seq_vocab_one_score_per_vocabulary_entry[eager]"]
     monkeypatch.chdir(ROOT)
     status, lines = in_process_pytest([*claims, "--bert-model", str(tmp_path / "encoder-only"), "-q", "-rs"], capsys)
     evidence.text("pytest on an encoder-only checkpoint", "\n".join(lines[-4:]))
@@ -333,7 +185,7 @@ def test_an_interrupted_run_exits_2_says_so_in_its_report_and_gives_no_snapshot_
     model = ["--bert-model", settings.model_path] if settings.model_path else []
     # Ctrl-C reaches a foreground process, whose SIGINT is the default; a shell starts a background job with
     # SIGINT ignored, and a child inherits that, so this run, started from one, would never be interrupted.
-    process = subprocess.Popen([sys.executable, "-m", "pytest", "spec/test_p2_attention_mask.py", f"--html={report}",
+    process = subprocess.Popen([sys.executable, "-m", "pytest", "spec/test_p2_1_mask_values.py", f"--html={report}",
                                 "-p", "no:cacheprovider", "-p", "no:randomly", *model], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -601,7 +453,9 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     evidence.table(wheel.name, ["file", "in the wheel, identical"], list(same.items()))
     evidence.text("entry_points.txt", entry_points)
     assert all(same.values())
-    assert {"bertspec/handbook/assets/handbook.css", "bertspec/handbook/assets/handbook.js"} <= names
+    handbook = ROOT / "bertspec" / "handbook"
+    assert {f"bertspec/handbook/{path.relative_to(handbook)}" for folder in ("assets", "templates")
+            for path in (handbook / folder).iterdir()} <= names
     assert "bertspec = bertspec.__main__:main" in entry_points
 
 

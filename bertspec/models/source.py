@@ -1,0 +1,57 @@
+"""Where the model under test comes from, and the values each choice about it takes — decided here once.
+
+The pytest options, the CLI, the loader and the builders all ask this module:
+which families there are (the anatomy's list), which attention implementations
+and devices a run may take, and which folder a run's model is in — the folder a
+user named, or a bundled model (BERT's by default, a sibling with ``--family``).
+Nothing here imports torch, so a bad option is refused before torch loads.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertspec import FIXTURES
+from bertspec.models import anatomy
+
+FAMILIES = tuple(anatomy.FAMILIES)  # "bert" first: the default run's family
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+DEVICES = ("cpu", "cuda")
+
+DEFAULT_MODEL_DIR = FIXTURES / "default-model"
+# The bundled model's siblings in the other architectures, built the same way (bertspec/builders/default_model.py).
+FAMILY_MODEL_DIRS = {family: FIXTURES / "family" / family for family in FAMILIES if family != "bert"}
+
+
+def bundled_model_dir(family: str = "bert") -> Path:
+    """The bundled model of a family: fixtures/default-model for BERT, fixtures/family/<family> for the others."""
+    return DEFAULT_MODEL_DIR if family == "bert" else FAMILY_MODEL_DIRS[family]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model under test: its folder, and whether bertspec ships it."""
+
+    folder: Path
+    family: str | None = None  # the bundled family model (--family); None: a folder the user named, or the default
+    default: bool = False  # the bundled BERT of the default run, whose own facts (a prediction, a size) claims check
+
+    @property
+    def bundled(self) -> bool:
+        return self.default or self.family is not None
+
+    @property
+    def label(self) -> str:
+        """How the handbook and the skips name it: "bundled default", "bundled RoBERTa", or the folder."""
+        if self.default:
+            return "bundled default"
+        return f"bundled {anatomy.FAMILIES[self.family].name}" if self.family else str(self.folder)
+
+
+def resolve(model_path=None, family: str | None = None) -> ModelSource:
+    """The source of a run's model: the folder given (--bert-model, --model), else the family's bundled model
+    (--family), else the bundled BERT."""
+    if model_path is not None:
+        return ModelSource(Path(model_path).expanduser())
+    if family is not None:
+        return ModelSource(bundled_model_dir(family), family=family)
+    return ModelSource(DEFAULT_MODEL_DIR, default=True)
