@@ -322,6 +322,3 @@ def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_sn
         "allowed": masks.allowed(trace.all("attention_mask")[0].tensor, b, t).to(torch.int64),
         "probs_layer0_head0_row1": trace.tensor(trace.all("probs")[0].name)[1, 0],
     }
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

@@ -122,6 +122,3 @@ def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(m
     for n in (1, 8):
         torch.testing.assert_close(logits[n], logits[0], **TOL["float32_kernels"])
         assert top[n] == top[0]
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

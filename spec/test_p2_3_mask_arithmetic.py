@@ -260,6 +260,3 @@ def test_a_padded_key_stays_masked_along_the_whole_path_to_its_probability(bert,
     assert torch.equal(~allowed[0], hidden)
     assert bool((masked[:, hidden] < -1e30).all())
     assert bool((probs[:, hidden] == 0).all()) and bool((probs[:, ~hidden] > 0).all())
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

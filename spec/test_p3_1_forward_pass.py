@@ -299,9 +299,11 @@ OTHER_GELU = {"gelu": ACTIVATIONS["gelu_new"], "gelu_new": ACTIVATIONS["gelu"], 
 def test_the_feed_forward_and_head_activation_is_the_configured_gelu_not_its_other_variant(bert, evidence):
     """The feed-forward and head non-linearity is the configured one: "gelu" is the exact erf GELU, not the tanh approximation.
 
-    ``hidden_act="gelu"`` in transformers is x·Φ(x) computed with erf; the
-    original TensorFlow BERT and GPT-2 used the tanh approximation
-    ("gelu_new"). The two differ by at most 4.7e-4 (at x ≈ ±2.7):
+    ``hidden_act="gelu"`` in transformers is x·Φ(x) computed with erf, the
+    GELU Google's BERT repository was released with (and trained its
+    checkpoints with); that repository later switched to the tanh
+    approximation that GPT-2 uses, which transformers calls "gelu_new"
+    (transformers' activations.py says both). The two differ by at most 4.7e-4 (at x ≈ ±2.7):
     small, but a reimplementation that picks the wrong one does not reproduce
     the model. The activation's output equals the configured function bit for
     bit and differs from the other variant.
@@ -310,8 +312,8 @@ def test_the_feed_forward_and_head_activation_is_the_configured_gelu_not_its_oth
     Question: Does BERT use the exact GELU or the tanh approximation?
     问题：BERT 用的是精确的 GELU 还是 tanh 近似？
     中文：前馈网络与预测头的非线性就是配置的那个："gelu" 是用 erf 精确计算的 GELU，而非 tanh 近似。
-    原因：transformers 中 hidden_act="gelu" 是用 erf 计算的 x·Φ(x)；原始 TensorFlow BERT 与 GPT-2 用的是 tanh
-    近似（"gelu_new"）。两者最多相差 4.7e-4（在 x≈±2.7 处），很小，但选错的重写无法复现模型。激活输出与配置的函数逐位相同，
+    原因：transformers 中 hidden_act="gelu" 是用 erf 计算的 x·Φ(x)，即 Google BERT 仓库发布时（并用来训练其 checkpoint）
+    的 GELU；该仓库后来改用 GPT-2 所用的 tanh 近似，transformers 称之为 "gelu_new"（transformers 的 activations.py 两者都写明了）。两者最多相差 4.7e-4（在 x≈±2.7 处），很小，但选错的重写无法复现模型。激活输出与配置的函数逐位相同，
     且与另一种变体不同。
     """
     a = bert.anatomy
@@ -419,6 +421,3 @@ def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_sn
         "steps, in execution order": [f"{s.name}: {step_summary(s)}" for s in steps],
         "top 5 at [MASK]": [f"{mlm.token(i)} {p:.4f}" for p, i in zip(top.values.tolist(), top.indices.tolist())],
     }
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

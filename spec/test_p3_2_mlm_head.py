@@ -235,6 +235,3 @@ def test_the_bundled_model_completes_beijing_is_chinas_capital_with_du(mlm, evid
     evidence.table(f"{mlm.texts.sentence} at position {j}", ["token", "probability"],
                    [(mlm.token(i), p) for p, i in zip(top.values, top.indices)])
     assert mlm.token(probs.argmax()) == "都"
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

@@ -410,6 +410,3 @@ def test_with_no_labelled_position_the_loss_is_nan_and_a_guarded_mean_gives_zero
     assert torch.isnan(grads.loss)
     assert torch.equal(grads.logits_grad, torch.zeros_like(grads.logits_grad))
     assert guarded.item() == 0.0 and torch.equal(guarded_grad, torch.zeros_like(guarded_grad))
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

@@ -126,16 +126,16 @@ def test_the_collator_turns_80_percent_of_selected_tokens_into_mask_10_percent_i
     cannot know which ones were left as they were: so it must represent every
     token well, not only [MASK]. The random token is drawn uniformly from the
     whole vocabulary (len(tokenizer)), so it equals the original or [MASK] with
-    probability 1/V each: the expected shares are 0.8 + 0.1/V, 0.1 + 0.1/V and
-    0.1 − 0.2/V. Each observed share stays within 5 binomial standard deviations.
+    probability 1/V each: the expected shares are 0.8 + 0.1/V ([MASK]),
+    0.1 − 0.2/V (a random token that is neither) and 0.1 + 0.1/V (unchanged). Each observed share stays within 5 binomial standard deviations.
 
     Claim ID: P3.3c
     Question: What is the 80/10/10 rule in BERT's masking?
     问题：BERT 遮盖中的 80/10/10 规则是什么？
     中文：在被选中的 token 中，数据整理器把约 80% 替换为 [MASK]、约 10% 替换为随机 token、约 10% 保持不变。
     原因：模型必须在每个被选中位置预测原 token，却无法知道哪些位置没有被替换：因此它必须为每个 token 学好表示，而不只是 [MASK]。
-    随机 token 从整个词表（len(tokenizer)）均匀抽取，分别以 1/V 的概率恰好等于原 token 或 [MASK]：期望比例为 0.8+0.1/V、
-    0.1+0.1/V 与 0.1−0.2/V。每个观测比例都落在 5 个二项标准差之内。
+    随机 token 从整个词表（len(tokenizer)）均匀抽取，分别以 1/V 的概率恰好等于原 token 或 [MASK]：期望比例为 0.8+0.1/V（[MASK]）、
+    0.1−0.2/V（既非原 token 也非 [MASK] 的随机 token）与 0.1+0.1/V（不变）。每个观测比例都落在 5 个二项标准差之内。
     """
     c = collate(tokenizer, corpus_examples(tokenizer), COLLATOR_SEED)
     selected = c.labels != IGNORE_INDEX

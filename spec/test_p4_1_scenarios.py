@@ -377,24 +377,32 @@ def test_the_mlm_collator_never_labels_cls_sep_or_pad_so_the_loss_never_sees_the
     assert torch.equal(labels[~special], original[~special])
 
 
-@pytest.mark.counterfeits("mask_value_minus_one", "mask_dropped")
-def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding(bert, evidence):
-    """padding_idx keeps the [PAD] embedding row out of training, it does not make it zero; the attention mask is what hides padding.
+@pytest.mark.counterfeits("mask_value_minus_one", "mask_dropped", "untied_decoder")
+def test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_attention_mask_is_what_hides_padding(
+        bert, evidence):
+    """padding_idx stops only the lookup's gradient to the [PAD] embedding row — the tied decoder still trains it, and it need not be zero; the attention mask is what hides padding.
 
-    nn.Embedding(padding_idx=0) gives row 0 no gradient from the lookup, so
-    training never changes it; it is zeroed only at initialisation, and a
-    saved checkpoint may hold anything there (the evidence shows what this one
-    holds). Real tokens never see it anyway: replacing the [PAD] row's vector by
-    a large random one changes the padded positions' own outputs but leaves
-    every real token's output unchanged, because [PAD] keys get probability 0.
+    nn.Embedding(padding_idx=0) gives row 0 no gradient from the lookup, and
+    zeroes it at initialisation only. It does not freeze the row: in
+    BertForMaskedLM the same matrix is the decoder's weight
+    (tie_word_embeddings), and as a decoder row [PAD] gets
+    Σ (p_[PAD] − 0)·h over the labelled positions, non-zero since softmax gives
+    [PAD] some probability (P3.3c: every row of the tied matrix gets gradient);
+    weight decay moves it as well. So a saved checkpoint may hold anything
+    there (the evidence shows what this one holds). Real tokens never see it
+    anyway: replacing the [PAD] row's vector by a large random one changes the
+    padded positions' own outputs but leaves every real token's output
+    unchanged, because [PAD] keys get probability 0.
 
     Claim ID: P4.1d
-    Question: Does padding_idx make the [PAD] embedding zero?
-    问题：padding_idx 会让 [PAD] 的嵌入为零吗？
-    中文：padding_idx 让 [PAD] 的嵌入行不参与训练，但不保证它为零；真正屏蔽 padding 的是 attention mask。
-    原因：nn.Embedding(padding_idx=0) 在查表时不给第 0 行梯度，训练不会改变它；它只在初始化时被置零，
-    保存的 checkpoint 中可以是任何值（证据中列出本模型的值）。真实 token 本来就看不到它：把 [PAD] 行换成一个很大的随机向量，
-    padding 位置自身的输出会变，但每个真实 token 的输出不变，因为 [PAD] key 的概率为 0。
+    Question: Does padding_idx make the [PAD] embedding zero, or keep it out of training?
+    问题：padding_idx 会让 [PAD] 的嵌入为零，或让它不参与训练吗？
+    中文：padding_idx 只挡住查表给 [PAD] 嵌入行的梯度——共享权重的 decoder 仍在训练它，它也不必为零；真正屏蔽 padding 的是 attention mask。
+    原因：nn.Embedding(padding_idx=0) 在查表时不给第 0 行梯度，并且只在初始化时把它置零。它并没有冻结这一行：在 BertForMaskedLM 中
+    同一个矩阵就是 decoder 的权重（tie_word_embeddings），作为 decoder 的一行，[PAD] 得到各标注位置上 (p_[PAD] − 0)·h 之和，
+    因为 softmax 给 [PAD] 一些概率，所以不为零（P3.3c：共享矩阵的每一行都有梯度）；权重衰减也会改变它。所以保存的 checkpoint 中
+    这一行可以是任何值（证据中列出本模型的值）。真实 token 本来就看不到它：把 [PAD] 行换成一个很大的随机向量，padding 位置自身的输出会变，
+    但每个真实 token 的输出不变，因为 [PAD] key 的概率为 0。
     """
     words = bert.word_embeddings
     pad_id = bert.tokenizer.pad_token_id
@@ -403,6 +411,13 @@ def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_pa
     lookup = copy.deepcopy(words)  # a copy: the gradient must not touch the shared model
     lookup(batch.input_ids).sum().backward()
     used = batch.input_ids[~pad].unique()
+    # A training step's gradient on the whole model: every real token labelled with itself. autograd.grad leaves
+    # the shared model's .grad alone.
+    logits = bert.model(**batch.as_kwargs()).logits
+    labels = batch.input_ids.masked_fill(pad, -100)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    (trained,) = torch.autograd.grad(loss, words.weight)
+    tied = bert.config.tie_word_embeddings
     stranger = torch.randn(words.embedding_dim, generator=torch.Generator().manual_seed(0)).to(words.weight) * 10
 
     def replace_pad_row(module, args, output):
@@ -417,13 +432,15 @@ def test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_pa
     row = words.weight[pad_id].detach()
     evidence.table("the [PAD] row in this checkpoint", ["padding_idx", "config.pad_token_id", "max |row|", "row is zero"],
                    [(words.padding_idx, bert.config.pad_token_id, row.abs().max(), bool((row == 0).all()))])
+    evidence.table("gradient of the [PAD] row", ["from", "norm"],
+                   [("the lookup alone", lookup.weight.grad[pad_id].norm()),
+                    (f"a training step (decoder {'tied' if tied else 'untied'})", trained[pad_id].norm())])
     evidence.table("[PAD] row replaced by a random vector of norm ~" + f"{stranger.norm():.3g}", ["positions", "max |Δ last hidden|"],
                    [("real tokens", (replaced - original)[~pad].abs().max()), ("padded", (replaced - original)[pad].abs().max())])
     assert words.padding_idx == bert.config.pad_token_id == pad_id
     assert torch.equal(lookup.weight.grad[pad_id], torch.zeros_like(row))
+    if tied:
+        assert trained[pad_id].norm() > 0, "the tied decoder should send the [PAD] row gradient"
     assert bool((lookup.weight.grad[used].abs().sum(-1) > 0).all())
     torch.testing.assert_close(replaced[~pad], original[~pad], **TOL["exact"])
     assert beyond(replaced[pad], original[pad], TOL["float32_kernels"]), "a padded position's output should depend on its embedding"
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

@@ -198,6 +198,3 @@ def test_each_implementation_gives_the_reference_logits_at_a_measured_speed(
                      (out - expected)[real].abs().max())])
     evidence.table("this run", ["ratio", "value", "target"], this_runs_ratios(benchmark))
     torch.testing.assert_close(out[real], expected[real], **TOL["float32_kernels"])
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

@@ -28,8 +28,9 @@ UNKNOWN_CHARACTERS = (chr(0x20000), chr(0x20001))
 def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evidence):
     """With every position padded the model still gives finite outputs: uniform attention under an additive mask, a zero context under a boolean one.
 
-    An additive mask puts finfo.min on every key of the row; score + finfo.min
-    rounds to finfo.min itself, so all entries are equal and softmax gives each
+    An additive mask puts finfo.min on every key of the row; in the model's
+    float32, score + finfo.min rounds to finfo.min itself for any score a model
+    makes (P4.2d: not so in float16), so all entries are equal and softmax gives each
     key exactly 1/T: the context is the mean of the values (compared after the
     layer's output projection, which every family records). This is why the mask
     is finfo.min and not -inf: with -inf in its place eager attention computes
@@ -43,7 +44,8 @@ def test_a_row_with_every_position_padded_gives_finite_outputs_not_nan(bert, evi
     Question: Does a row that is all padding produce NaN?
     问题：一整行都是 padding 时会出现 NaN 吗？
     中文：所有位置都是 padding 时模型仍给出有限输出：加性 mask 下注意力是均匀的，布尔 mask 下上下文为零。
-    原因：加性 mask 在该行每个 key 上加 finfo.min；score + finfo.min 舍入后就是 finfo.min，所有元素相等，softmax 给每个 key
+    原因：加性 mask 在该行每个 key 上加 finfo.min；在模型的 float32 中，对模型给出的任何分数，score + finfo.min 舍入后就是 finfo.min
+    （P4.2d：float16 中并非如此），所有元素相等，softmax 给每个 key
     严格的 1/T，上下文是 value 的平均（在该层输出投影之后比较）。这就是 mask 用 finfo.min 而不用 -inf 的原因：换成 -inf 后 eager 对一整行 -inf 做 softmax
     （0/0），所有 logits 都是 NaN（已检查）。transformers 5.x 给 sdpa 传布尔 mask 时，torch 的融合内核对没有可见 key 的行返回
     零上下文（按其文档中的参考公式填 -inf 会得到 NaN）；证据显示它对 -inf 浮点 mask 也是如此。两种情况下 logits 中都没有 NaN。

@@ -103,34 +103,67 @@ def test_each_dtype_masks_padding_with_its_own_finfo_min_and_padded_keys_get_exa
                     "largest |sum − (finfo.min + score)| in spacings", "max |Δ output|, [PAD] values shifted"], rows)
 
 
-@pytest.mark.parametrize("dtype_name", DTYPES)
-def test_a_fully_masked_row_is_uniform_under_finfo_min_but_nan_under_minus_infinity(dtype_name, evidence):
-    """A row whose keys are all masked gives uniform probabilities with finfo(dtype).min, and NaN with -inf, in every dtype.
+# Scores as a tiny model makes them, and as trained models do (the zoo's trained-magnitude member reaches 82).
+SMALL_SCORES = (1.5, -3.0, 2.0, 0.25)
+TRAINED_SCORES = (20.0, -30.0, 5.0, 40.0)
+NEGATIVE_SCORES = (-20.0, -30.0, -17.0, -40.0)
 
-    score + finfo.min rounds to finfo.min for any ordinary score, so a fully
-    masked row holds T equal finite numbers and softmax gives each 1/T. With
-    -inf, softmax subtracts the row maximum, -inf - (-inf) = NaN, and the
-    whole row (and everything downstream) becomes NaN. The spec uses 4 keys, so
-    1/4 is exact in every dtype.
+
+@pytest.mark.parametrize("dtype_name", DTYPES)
+def test_a_fully_masked_row_is_uniform_under_finfo_min_only_while_the_scores_are_absorbed_and_nan_under_minus_infinity(
+        dtype_name, evidence):
+    """A fully masked row is uniform under finfo(dtype).min only while finfo.min absorbs its scores — always in float32 and bfloat16, within ±16 in float16 — and NaN under -inf.
+
+    Each entry is score + finfo.min, rounded to the dtype. finfo.min absorbs a
+    score (the sum rounds back to finfo.min) while |score| is below half the
+    spacing of the dtype's numbers at finfo.min: 2^103 in float32, 2^119 in
+    bfloat16, but 16 in float16 (finfo.min = -65504, spacing 32). Then the row
+    holds T equal numbers and softmax gives each key 1/T. In float16 a score of
+    trained size is not absorbed: scores 20, -30, 5, 40 give sums -65472,
+    -inf, -65504, -65472, and the "masked" row puts 1/2 on each of two keys;
+    a row whose scores are all -16 or less is all -inf, so NaN. Each sum is
+    checked against the exact sum rounded to the nearest number of the dtype
+    (IEEE round-to-nearest, past the largest finite number to -inf). With -inf
+    as the mask, softmax subtracts the row maximum, -inf - (-inf) = NaN, in
+    every dtype.
 
     Claim ID: P4.2d
-    Question: Why does the mask use finfo.min instead of -inf?
-    问题：mask 为什么用 finfo.min 而不用 -inf？
-    中文：在任何 dtype 中，一行全部被屏蔽时，用 finfo(dtype).min 得到均匀概率，用 -inf 得到 NaN。
-    原因：对任何普通分数，score + finfo.min 都舍入为 finfo.min，全屏蔽的行是 T 个相等的有限数，softmax 给每个 1/T。
-    用 -inf 时 softmax 要减去行最大值，-inf - (-inf) = NaN，整行（以及之后的一切）都变成 NaN。这里取 4 个 key，1/4 在各 dtype 中都精确。
+    Question: Why does the mask use finfo.min instead of -inf, and is a fully masked row then always uniform?
+    问题：mask 为什么用 finfo.min 而不用 -inf？整行被屏蔽时是否总是均匀分布？
+    中文：整行被屏蔽时，只有 finfo(dtype).min 吸收了该行的分数才是均匀分布——float32 与 bfloat16 总是如此，float16 只在分数绝对值小于 16 时——用 -inf 则是 NaN。
+    原因：每个元素是 score + finfo.min 按 dtype 舍入的结果。|score| 小于 finfo.min 处数值间距的一半时，和舍入回 finfo.min，分数被吸收：
+    float32 中是 2^103，bfloat16 中是 2^119，而 float16 中只有 16（finfo.min = -65504，间距 32）。这时该行是 T 个相等的数，softmax 给每个
+    key 1/T。在 float16 中，训练后模型大小的分数不会被吸收：分数 20、-30、5、40 得到 -65472、-inf、-65504、-65472，“被屏蔽”的行把
+    1/2 分给其中两个 key；分数全都 ≤ -16 的行全是 -inf，于是 NaN。每个和都与精确和按 dtype 就近舍入（IEEE 就近舍入，超过最大有限数则为
+    -inf）的结果核对。用 -inf 作 mask 时，softmax 减去行最大值，-inf - (-inf) = NaN，各 dtype 皆然。
     """
     dtype = DTYPES[dtype_name]
-    scores = torch.tensor([1.5, -3.0, 2.0, 0.25], dtype=dtype)
     floor = torch.finfo(dtype).min
-    with_floor = torch.softmax(scores + floor, -1)
-    with_inf = torch.softmax(scores + float("-inf"), -1)
-    evidence.table(f"{dtype_name}, scores {scores.tolist()}", ["mask value", "scores + mask", "softmax"],
-                   [(floor, (scores + floor).tolist(), with_floor.tolist()),
-                    ("-inf", (scores + float("-inf")).tolist(), with_inf.tolist())])
-    assert torch.equal(scores + floor, torch.full_like(scores, floor)), "ordinary scores are absorbed by finfo.min"
-    assert torch.equal(with_floor, torch.full_like(with_floor, 0.25))
+    half_spacing = -overflow_score(dtype)
+    rows = []
+    for label, values in (("small", SMALL_SCORES), ("trained size", TRAINED_SCORES), ("all ≤ -16", NEGATIVE_SCORES)):
+        scores = torch.tensor(values, dtype=dtype)
+        masked = scores + floor
+        # The sum in float64 (exact for float16; for the others its error is far below their spacing), rounded once.
+        rounded = (scores.double() + floor).to(dtype)
+        probs = torch.softmax(masked, -1)
+        absorbed = max(abs(v) for v in values) < half_spacing
+        rows.append((label, values, masked.tolist(), probs.tolist(), absorbed))
+        assert torch.equal(masked, rounded), label
+        if absorbed:
+            assert torch.equal(masked, torch.full_like(masked, floor)), label
+            assert torch.equal(probs, torch.full_like(probs, 0.25)), label
+        else:
+            assert not torch.equal(probs, torch.full_like(probs, 0.25)), label
+    with_inf = torch.softmax(torch.tensor(SMALL_SCORES, dtype=dtype) + float("-inf"), -1)
+    rows.append(("-inf as the mask", SMALL_SCORES, "all -inf", with_inf.tolist(), "—"))
+    evidence.table(f"{dtype_name}: finfo.min {floor:g}, absorbs |score| < {half_spacing:g}",
+                   ["scores", "values", "scores + finfo.min", "softmax", "absorbed"], rows)
     assert bool(torch.isnan(with_inf).all())
+    if dtype == torch.float16:
+        assert half_spacing == 16.0
+        assert torch.softmax(torch.tensor(TRAINED_SCORES, dtype=dtype) + floor, -1).tolist() == [0.5, 0.0, 0.0, 0.5]
+        assert bool(torch.isnan(torch.softmax(torch.tensor(NEGATIVE_SCORES, dtype=dtype) + floor, -1)).all())
 
 
 def overflow_score(dtype) -> float:

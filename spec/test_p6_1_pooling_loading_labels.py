@@ -294,6 +294,3 @@ def test_token_classification_labels_the_first_piece_of_each_word_and_its_loss_i
     torch.testing.assert_close(losses["first piece"].loss, by_hand, **TOL["loss_reduction"])
     for wrong in ("every piece", "specials labelled 0"):
         assert abs(losses[wrong].loss.item() - by_hand.item()) > 1e-5, wrong
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

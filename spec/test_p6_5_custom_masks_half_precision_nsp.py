@@ -224,7 +224,8 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
     Of the three ways half precision produces NaN — a row of -inf, a score
     past 65504, an exp that overflows — transformers' choices prevent two: the
     mask is finfo(dtype).min of the model's dtype, finite, so a fully masked
-    row stays uniform instead of NaN (PR #17306; chapter P4.2d), and
+    row is NaN only where every score in it is -16 or less (it is uniform only
+    within ±16: PR #17306; chapter P4.2d), and
     torch.softmax subtracts each row's maximum before exp (next claim). The
     third it leaves alone: the probabilities come out in float16
     (``output_attentions``), the softmax was not upcast to float32. Observed
@@ -235,7 +236,8 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
     问题：模型是 float16 时，transformers 会用 float32 计算 attention 吗？
     中文：在 float16 模型中，transformers 的 eager attention 用 float16 构造 mask（finfo(float16).min，而不是 -inf），并在 float16 中做 softmax（所装版本上观察）。
     原因：半精度产生 NaN 有三种途径——一行全是 -inf、分数超过 65504、exp 溢出——transformers 的做法防住了其中两种：mask 是模型 dtype
-    的 finfo(dtype).min，是有限数，所以整行被屏蔽时仍是均匀分布而不是 NaN（PR #17306；见 P4.2d 章），torch.softmax 在 exp 之前减去每行的
+    的 finfo(dtype).min，是有限数，所以整行被屏蔽时只有该行分数全都 ≤ -16 才是 NaN
+    （分数在 ±16 以内才是均匀分布：PR #17306；见 P4.2d 章），torch.softmax 在 exp 之前减去每行的
     最大值（见下一条断言）。第三种它不管：概率以 float16 输出（output_attentions），softmax 没有升到 float32。在模型的 float16 eager 副本上观察。
     """
     if bert.attn_implementation != "eager":
@@ -412,6 +414,3 @@ def test_bert_for_masked_lm_has_no_nsp_head_and_drops_the_one_in_the_checkpoint_
     if nsp_in_checkpoint:
         assert {"cls.seq_relationship.weight", "cls.seq_relationship.bias"} <= masked_lm.unexpected
     torch.testing.assert_close(a, b, **TOL["exact"])
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

@@ -36,8 +36,10 @@ def test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_na
     BERT, ``distilbert.transformer.layer.0.attention`` in DistilBERT,
     ``model.layers.0.attn`` in ModernBERT, ALBERT's one shared layer with its
     occurrence ``@k``). That is only sound if every path resolves in the model
-    under test and the tracer records each of them under its own name, with
-    the mask, scores, scores + mask and probabilities of every layer.
+    under test, the tracer records each of them under its own name, with
+    the mask, scores, scores + mask and probabilities of every layer, and the
+    anatomy leaves nothing out (every Linear and LayerNorm of the model has a
+    step).
 
     Claim ID: P7.1
     Question: Do the claims about BERT really run on RoBERTa, DistilBERT, ALBERT, ELECTRA and ModernBERT?
@@ -426,10 +428,11 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
     separate sliding_window_mask). Shown through what attention outputs
     (bertspec.tracing.probe), so it holds on the sdpa kernel too: shifting the first
     token's value moves exactly the queries within the window in a local
-    layer, and every query in a global one. (ModernBERT also runs unpadded —
-    real tokens only, concatenated — but only on the flash-attention path; on
-    eager and sdpa every layer works on the padded [B, H, T, T], as the probs'
-    shapes show.) Counterfeit: modernbert_all_global.
+    layer, and every query in a global one. (On transformers 4.57 ModernBERT
+    also runs unpadded — real tokens only, concatenated — on the
+    flash-attention path; 5.x has no model-level unpadding. On eager and sdpa
+    every layer works on the padded [B, H, T, T] in both, as the probs' shapes
+    show.) Counterfeit: modernbert_all_global.
 
     Claim ID: P7.2
     Question: Does every ModernBERT layer attend to the whole sequence?
@@ -438,8 +441,9 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
     原因：ModernBERT 交替使用两种 attention：i 是 global_attn_every_n_layers（默认 3）的倍数时第 i 层为全局层，否则为局部层，它收到的 mask
     还会隐藏距离超过 local_attention / 2 的所有 key（|i − j| > w/2；5.x 把窗口并入该层的 mask，4.57 另传一个 sliding_window_mask）。
     通过 attention 的输出展示（bertspec.tracing.probe），因此对 sdpa 内核同样成立：平移第一个 token 的 value，在局部层中恰好改变窗口内的 query，
-    在全局层中改变每个 query。（ModernBERT 还会去掉 padding 运行——只把真实 token 拼接起来——但只在 flash-attention 路径上；
-    eager 与 sdpa 上每一层都在带 padding 的 [B, H, T, T] 上计算，概率的形状说明了这一点。）反例：modernbert_all_global。
+    在全局层中改变每个 query。（在 transformers 4.57 上，ModernBERT 在 flash-attention 路径上还会去掉
+    padding 运行——只把真实 token 拼接起来；5.x 没有模型级的去 padding。两个版本的 eager 与 sdpa 上每一层都在带 padding 的
+    [B, H, T, T] 上计算，概率的形状说明了这一点。）反例：modernbert_all_global。
     """
     only(bert, "modernbert")
     config = bert.config
@@ -542,6 +546,3 @@ def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_l
     for zh, en, mark in verdicts.VERDICTS.values():
         assert f"{mark} {zh}" in table and en in table, "each mark is in the legend in both languages"
     assert all(anatomy.FAMILIES[f].name in table for f in families)
-
-
-# ---- the claims above go red on the counterfeits declared at them ----

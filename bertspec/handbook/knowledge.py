@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 INTRO = [
     ("bertspec 用可执行的测试回答 BERT 内部机制的问题：为什么 attention mask 是“全0”、[MASK] 与 padding 有何不同、"
-     "logits 与 loss 如何计算、哪些位置得到梯度、边界情况会怎样。每条结论都是一个会失败的测试：问题是它的名字，"
+     "logits 与 loss 如何计算、哪些位置得到梯度、边界情况会怎样——用可能失败的测试来回答。每条结论的问题就是学习者会问的问题，"
      "回答是它的第一句话，证据是它在被测模型上算出的数值、表格和图。",
      "bertspec answers questions about how BERT works inside — why the attention mask is \"all zeros\", how [MASK] "
      "differs from padding, how logits and the loss are computed, which positions get gradient, what happens at the "
@@ -70,11 +70,12 @@ MISCONCEPTIONS = [
     Misconception(
         "[PAD] 的嵌入是零向量（padding_idx），所以 padding 不需要 mask。",
         "The [PAD] embedding is zero (padding_idx), so padding needs no mask.",
-        "padding_idx 只让 [PAD] 行不参与训练，它在 checkpoint 里可以是任何值；真正隐藏 padding 的是 attention mask。",
-        "padding_idx only keeps the [PAD] row out of training, and a checkpoint may hold anything there; the attention "
-        "mask is what hides padding.",
+        "padding_idx 只挡住查表给 [PAD] 行的梯度（共享权重的 decoder 仍在训练它），它在 checkpoint 里可以是任何值；"
+        "真正隐藏 padding 的是 attention mask。",
+        "padding_idx only stops the lookup's gradient to the [PAD] row (the tied decoder still trains it), and a "
+        "checkpoint may hold anything there; the attention mask is what hides padding.",
         "mask_dropped",
-        ("test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding",),
+        ("test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_attention_mask_is_what_hides_padding",),
     ),
     Misconception(
         "mask 的值只要是负数就能屏蔽 padding。",
@@ -89,9 +90,11 @@ MISCONCEPTIONS = [
     Misconception(
         "BERT 用 -inf 屏蔽 padding。",
         "BERT masks padding with -inf.",
-        "加性 mask 是 finfo(dtype).min，一个有限数：整行都被屏蔽时 softmax 给出均匀分布而不是 NaN（5.x 的 sdpa 改传布尔 mask）。",
-        "The additive mask is finfo(dtype).min, a finite number: a row with every key hidden gets a uniform softmax, "
-        "not NaN (5.x hands sdpa a boolean mask instead).",
+        "加性 mask 是 finfo(dtype).min，一个有限数：在 float32 与 bfloat16 中，整行都被屏蔽时 softmax 给出均匀分布而不是 NaN"
+        "（float16 中只在分数绝对值小于 16 时如此）；5.x 的 sdpa 改传布尔 mask。",
+        "The additive mask is finfo(dtype).min, a finite number: in float32 and bfloat16 a row with every key hidden "
+        "gets a uniform softmax, not NaN (in float16 only while its scores stay within ±16); 5.x hands sdpa a boolean "
+        "mask instead.",
         "mask_value_minus_infinity",
         ("test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum",
          "test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself"),
@@ -200,8 +203,11 @@ GLOSSARY = [
     Term("[CLS] / [SEP]", "每行开头的 [CLS] 与结束每个片段的 [SEP]；attention 中与普通 token 一样。",
          "[CLS] opens every row, [SEP] closes each segment; attention treats them like any token.",
          ("test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero",)),
-    Term("[UNK]", "词表外字符的统一 id：不同的未知字符得到同一个 id，模型无法区分。",
-         "The one id for characters outside the vocabulary: different unknown characters become the same id.",
+    Term("[UNK]", "无法用词表表示的输入的统一 id：每个汉字自成一词，词表外的汉字各自变成 [UNK]；其他文字中，WordPiece 切不出的"
+                  "整个词变成一个 [UNK]。不同的未知内容得到同一个 id，模型无法区分。",
+         "The one id for input the vocabulary cannot spell: each Chinese character is a word of its own, so an unknown "
+         "one becomes [UNK] alone; in other scripts WordPiece turns the whole word it cannot split into pieces into "
+         "one [UNK]. Different unknown input becomes the same id.",
          ("test_characters_outside_the_vocabulary_all_become_the_same_unk_token",)),
     Term("token_type_ids", "片段编号：句对中第一个 [SEP] 及之前为 0，之后为 1；选择 token_type_embeddings 的行。",
          "The segment number: 0 up to the first [SEP] of a pair, 1 after; selects a row of token_type_embeddings.",
@@ -237,9 +243,10 @@ GLOSSARY = [
          "The sdpa kernel hides scores and probabilities; the tracer recomputes them from its inputs and marks them "
          "derived.",
          ("test_traced_attention_probabilities_reproduce_the_attention_output",)),
-    Term("padding_idx", "nn.Embedding 的参数：该行不从查表得到梯度，但不保证为零。",
-         "An nn.Embedding argument: that row gets no gradient from the lookup, but need not be zero.",
-         ("test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding",)),
+    Term("padding_idx", "nn.Embedding 的参数：该行不从查表得到梯度（权重共享时仍从 decoder 得到），也不保证为零。",
+         "An nn.Embedding argument: that row gets no gradient from the lookup (a tied decoder still sends it some), "
+         "and need not be zero.",
+         ("test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_attention_mask_is_what_hides_padding",)),
     Term("DataCollatorForLanguageModeling", "选 15% 的普通 token 做预测：80% 换成 [MASK]，10% 换成随机 token，10% 不变。",
          "Selects 15% of ordinary tokens for prediction: 80% become [MASK], 10% a random token, 10% stay.",
          ("test_the_collator_selects_about_15_percent_of_ordinary_tokens_labels_only_those_and_never_a_special_token",
@@ -247,9 +254,10 @@ GLOSSARY = [
     Term("pre-LN", "ModernBERT 在每个子层之前做 LayerNorm：x + sublayer(LayerNorm(x))，最后一层之后再做一次。",
          "ModernBERT normalises before each sublayer, x + sublayer(LayerNorm(x)), and once more after the last layer.",
          ("test_modernbert_normalises_before_each_sublayer_and_once_more_after_the_last_layer",)),
-    Term("RoPE (rotary positions)", "没有位置嵌入表：query 与 key 按位置成对旋转，注意力分数只取决于两个位置之差。",
-         "No position table: queries and keys are rotated pair by pair by their positions, so a score depends only on "
-         "the distance between two positions.",
+    Term("RoPE (rotary positions)", "没有位置嵌入表：query 与 key 按位置成对旋转，注意力分数只通过两个位置的有符号差 i − j "
+                                     "依赖于位置（当然也依赖于内容）。",
+         "No position table: queries and keys are rotated pair by pair by their positions, so a score depends on "
+         "position only through the signed offset i − j between two positions (and on the content, as always).",
          ("test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_position_instead",)),
     Term("local / global attention", "ModernBERT 的局部层只看 local_attention / 2 以内的 key，每隔几层的全局层看全部。",
          "ModernBERT's local layers see only the keys within local_attention / 2 positions; every few layers a global "
@@ -297,13 +305,16 @@ PRACTICES = [
     Practice("自己构造加性 mask 时用 finfo(dtype).min，不要用 -inf。",
              "Build custom additive masks with finfo(dtype).min, not -inf.",
              "一整行都被屏蔽时 -inf 让 softmax 得到 NaN。", "A fully masked row under -inf turns softmax into NaN.",
-             ("test_a_fully_masked_row_is_uniform_under_finfo_min_but_nan_under_minus_infinity",
+             ("test_a_fully_masked_row_is_uniform_under_finfo_min_only_while_the_scores_are_absorbed_and_nan_under_minus_infinity",
               "test_a_row_with_every_position_padded_gives_finite_outputs_not_nan")),
-    Practice("输入截断到 max_position_embeddings 以内。", "Truncate inputs to max_position_embeddings.",
+    Practice("输入截断到模型的位置数以内：BERT 是 max_position_embeddings，RoBERTa 还要减去 padding_idx + 1（514 → 512）。",
+             "Truncate inputs to the positions the model has: max_position_embeddings in BERT, less padding_idx + 1 "
+             "in RoBERTa (514 → 512).",
              "超长输入在 transformers 深处报尺寸或索引错误，从不说“too long”。",
              "An over-long input fails deep inside transformers with a size or index error that never says \"too long\".",
              ("test_transformers_itself_fails_on_an_over_long_input_with_an_error_that_never_says_too_long",
-              "test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_says_too_long")),
+              "test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_says_too_long",
+              "test_roberta_counts_positions_from_after_padding_idx_so_left_padding_leaves_them_alone")),
     Practice("在 transformers 4.57 上给 MLM collator 一个非零的 seed。", "On transformers 4.57, give the MLM collator a non-zero seed.",
              "4.57 的 seed=0 被当作“没有种子”，遮盖随全局随机数变化。",
              "On 4.57 seed=0 counts as \"no seed\", and the masks follow the global RNG.",
@@ -319,9 +330,10 @@ PRACTICES = [
              ("test_a_sentence_pair_is_laid_out_as_cls_a_sep_b_sep_with_token_types_0_then_1",
               "test_token_type_embeddings_add_row_0_to_segment_a_and_row_1_to_segment_b")),
     Practice("不要指望 [PAD] 的嵌入行是零。", "Do not rely on the [PAD] embedding row being zero.",
-             "padding_idx 只冻结它，真正隐藏 padding 的是 attention mask。",
-             "padding_idx only freezes it; the attention mask is what hides padding.",
-             ("test_padding_idx_freezes_the_pad_row_but_the_attention_mask_is_what_hides_padding",)),
+             "padding_idx 并不冻结它（共享权重的 decoder 仍训练它），真正隐藏 padding 的是 attention mask。",
+             "padding_idx does not freeze it (the tied decoder still trains it); the attention mask is what hides "
+             "padding.",
+             ("test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_attention_mask_is_what_hides_padding",)),
     Practice("换架构时先查它的位置编号：RoBERTa 从 padding_idx + 1 数，ModernBERT 用旋转位置。",
              "When you change architecture, check how it numbers positions: RoBERTa counts from padding_idx + 1, "
              "ModernBERT rotates.",

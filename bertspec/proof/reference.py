@@ -41,7 +41,7 @@ IGNORE_INDEX = -100  # label value that CrossEntropyLoss(ignore_index=-100) skip
 ACTIVATIONS = {
     "gelu": F.gelu,  # exact GELU, x * Phi(x), via erf
     "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
-    # ^ the tanh approximation (Google BERT, GPT-2, ALBERT) written out as transformers' NewGELUActivation writes it:
+    # ^ the tanh approximation (Google's BERT repository after its release, GPT-2, ALBERT) written out as transformers' NewGELUActivation writes it:
     #   the same function as the next, rounded differently
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),  # the same approximation
     "relu": F.relu,
