@@ -23,7 +23,7 @@ from bertspec.tracing.trace import module_path
 
 def only(model, family: str) -> None:
     if model.anatomy.family != family:
-        scope.not_applicable(model, f"a mechanism of {anatomy.FAMILIES[family].name}, shown on a {family} model")
+        scope.not_applicable(model, f"a mechanism of {anatomy.FAMILIES[family].name}, shown on the {family} model")
 
 
 # ---- P7.1 the same claims on each family ----

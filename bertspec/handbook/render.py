@@ -178,10 +178,14 @@ class Page:
         return result if result is not None and result.claim is not None else None
 
     def caught(self, misconception) -> bool | None:
-        """Whether every claim refuting a misconception went red on its counterfeit; None until all of them ran."""
-        outcomes = {(t["counterfeit"], t["claim"]): t["outcome"] for t in self.collector.teeth}
-        found = [outcomes.get((misconception.counterfeit, f)) for f in misconception.refuted_by]
-        return None if None in found else all(outcome == "passed" for outcome in found)
+        """Whether every claim refuting a misconception went red on its counterfeit in each run that could build it
+        (a run skipped as not applicable, e.g. on sdpa, says nothing); None until each claim ran on it once."""
+        ran = {}
+        for t in self.collector.teeth:
+            if t["outcome"] != "skipped":
+                ran.setdefault((t["counterfeit"], t["claim"]), []).append(t["outcome"])
+        found = [ran.get((misconception.counterfeit, f)) for f in misconception.refuted_by]
+        return None if None in found else all(outcome == "passed" for outcomes in found for outcome in outcomes)
 
     @property
     def card(self) -> list | None:
