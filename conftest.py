@@ -167,3 +167,12 @@ def _or_exit(load):
         return load()
     except CheckpointError as err:
         pytest.exit(err.line(OPTIONS), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.fixture(scope="session")
+def written_report(settings, tmp_path_factory):
+    """report.html written by a pytest run of a few claims (bertspec.proof.pages.REPORTED), as a user runs the spec:
+    what the claims about the page and the browser claims read."""
+    from bertspec.proof import pages
+
+    return pages.write_report(tmp_path_factory.mktemp("handbook"), settings.model_path)
