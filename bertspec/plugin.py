@@ -147,6 +147,7 @@ def pytest_generate_tests(metafunc):
 def pytest_runtest_makereport(item, call):
     report = yield
     collect.attach(item, call, report)
+    collect.demand_evidence(report)
     return report
 
 

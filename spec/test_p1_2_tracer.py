@@ -246,7 +246,7 @@ def test_traced_attention_probabilities_reproduce_the_attention_output(bert, evi
                    rows)
 
 
-def test_the_trace_command_prints_every_step_and_the_prediction(model_cache, family, capsys):
+def test_the_trace_command_prints_every_step_and_the_prediction(model_cache, family, capsys, evidence):
     """``python -m bertspec trace TEXT`` prints the step table and the top guesses at each [MASK].
 
     The command line uses the same loader and tracer as the spec, so what a
@@ -263,8 +263,10 @@ def test_the_trace_command_prints_every_step_and_the_prediction(model_cache, fam
     """
     bert = model_cache("eager", family)
     args = ["trace", bert.texts.sentence] + ([] if bert.is_default else ["--model", str(bert.folder)])
-    assert cli(args) == 0
+    status = cli(args)
     out = capsys.readouterr().out
+    evidence.text(f"$ python -m bertspec {' '.join(args)}   (exit status {status})", out)
+    assert status == 0
     a = bert.anatomy
     first = re.escape(a.attention_step(0, "probs").removeprefix("" if bert.has_mlm_head else f"{a.base}."))
     assert re.search(rf"^{first} ", out, re.MULTILINE)

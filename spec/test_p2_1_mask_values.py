@@ -297,7 +297,7 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
         assert beyond(seeded[real], other_seed[real], TOL["float32_kernels"]), "another seed should draw other dropout masks"
 
 
-def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_snapshot(bert, snapshot):
+def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_snapshot(bert, snapshot, evidence):
     """The bundled model's layer-0 attention on the padded batch is the reviewed one.
 
     What makes these values right is asserted by the claims above (zero at
@@ -318,7 +318,13 @@ def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_sn
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
     b, t = batch.input_ids.shape
-    assert snapshot == {
+    reviewed = {
         "allowed": masks.allowed(trace.all("attention_mask")[0].tensor, b, t).to(torch.int64),
         "probs_layer0_head0_row1": trace.tensor(trace.all("probs")[0].name)[1, 0],
     }
+    tokens = bert.tokens(batch, 1)
+    evidence.table("the snapshot's values, sequence 1 (layer 0, head 0): may each key be attended, and its probability "
+                   "from each query", ["query", *tokens],
+                   [("allowed (every query)", *reviewed["allowed"][1, 0].tolist()),
+                    *((q, *row.tolist()) for q, row in zip(tokens, reviewed["probs_layer0_head0_row1"]))])
+    assert snapshot == reviewed

@@ -386,7 +386,7 @@ def step_summary(step) -> str:
     return f"{step.shape} mean {number(step.mean)} std {number(step.std)} min {number(step.min)} max {number(step.max)}"
 
 
-def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_snapshot(mlm, snapshot):
+def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_snapshot(mlm, snapshot, evidence):
     """The bundled model's every step on the plan's sentence, shape and mean/std/min/max, is the reviewed one.
 
     Why the recorded values are right is asserted by the claims above and
@@ -417,7 +417,10 @@ def test_the_bundled_models_path_from_input_ids_to_the_prediction_matches_its_sn
             assert s.min >= GELU_MINIMUM, s.name
     (mask_position,) = batch.positions(mlm.tokenizer.mask_token_id)
     top = output.logits[0, mask_position].softmax(-1).topk(5)
-    assert snapshot == {
+    reviewed = {
         "steps, in execution order": [f"{s.name}: {step_summary(s)}" for s in steps],
         "top 5 at [MASK]": [f"{mlm.token(i)} {p:.4f}" for p, i in zip(top.values.tolist(), top.indices.tolist())],
     }
+    evidence.text(f"the snapshot's values: {len(steps)} steps, then the top 5 at [MASK]",
+                  "\n".join([*reviewed["steps, in execution order"], "", *reviewed["top 5 at [MASK]"]]))
+    assert snapshot == reviewed

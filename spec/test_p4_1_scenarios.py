@@ -6,11 +6,13 @@ Every claim on a model runs on each chosen attention implementation (the
 """
 
 import copy
+from contextlib import contextmanager
 
 import pytest
 import torch
 
 from bertspec.handbook.figures import heatmap
+from bertspec.models.anatomy import submodule
 from bertspec.models.inputs import texts_for
 from bertspec.models.loading import last_hidden_state
 from bertspec.proof import scope
@@ -91,7 +93,9 @@ def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transforme
     trained with one segment (type_vocab_size 1, as RoBERTa-style models)
     has no row 1: the lookup fails deep inside the embedding with "index out of
     range in self". Users of such checkpoints pass token type 0 everywhere (the
-    spec's encode does so); the claim shows both cases as observed.
+    spec's encode does so). The claim shows both cases on the same weights: the
+    checkpoint as it is, and its token-type table cut to one row (or, for a
+    one-row checkpoint, grown to two by a copy of row 0).
 
     Claim ID: P4.1a
     Question: Can I feed a sentence pair's token_type_ids to any BERT checkpoint?
@@ -99,23 +103,51 @@ def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transforme
     中文：分词器给出的句对 token_type_ids 在有两种 token type 的 checkpoint 上能运行；只有一种（type_vocab_size 为 1）时，transformers 报索引错误，且从不提 token type。
     原因：分词器不读模型的 config，总是把片段 B 标为类型 1。token_type_embeddings 有 type_vocab_size 行，所以只用一个片段训练的
     checkpoint（type_vocab_size 为 1，如 RoBERTa 风格的模型）没有第 1 行：查表在嵌入层深处失败，报 "index out of range in self"。
-    这类 checkpoint 的用户处处传类型 0（spec 的 encode 就这样做）；本断言按观察结果展示两种情况。
+    这类 checkpoint 的用户处处传类型 0（spec 的 encode 就这样做）。本结论在同一组权重上展示两种情况：checkpoint 原样，
+    以及把它的 token type 表截成一行（对只有一行的 checkpoint，则复制第 0 行扩成两行）。
     """
     scope.token_types(bert)
-    tok = bert.tokenizer
-    enc = tok(*bert.texts.pair, return_tensors="pt", return_token_type_ids=True).to(bert.device)
+    enc = bert.tokenizer(*bert.texts.pair, return_tensors="pt", return_token_type_ids=True).to(bert.device)
     types = int(enc["token_type_ids"].max()) + 1
-    if bert.config.type_vocab_size >= types:
-        with torch.no_grad():
-            outcome = f"runs: {tuple(bert.model(**enc).logits.shape)} logits"
-    else:
-        with pytest.raises(IndexError) as err, torch.no_grad():
-            bert.model(**enc)
-        outcome = f"IndexError: {str(err.value).splitlines()[0]}"
-        assert "token" not in str(err.value).lower()
-    evidence.table("the tokenizer's token_type_ids of a pair", ["types the tokenizer uses", "type_vocab_size", "what happens"],
-                   [(types, bert.config.type_vocab_size, outcome)])
+    rows = bert.config.type_vocab_size
+    observed = [(rows, "this checkpoint", pair_outcome(bert, enc, rows))]
+    # The other case, on the same weights: the token-type table cut to its first row, or grown by a copy of it.
+    other = 1 if rows >= types else types
+    with token_type_rows(bert, other):
+        observed.append((other, "the same weights, token-type table of that many rows", pair_outcome(bert, enc, other)))
+    evidence.table(f"the tokenizer's token_type_ids of a pair use {types} types", ["type_vocab_size", "model",
+                   "what happens"], observed)
     assert types == 2
+    for table_rows, _, outcome in observed:
+        if table_rows >= types:
+            assert outcome.startswith("runs"), outcome
+        else:
+            assert outcome.startswith("IndexError") and "token" not in outcome.lower(), outcome
+
+
+def pair_outcome(bert, enc, rows: int) -> str:
+    """What a forward of the pair does with a token-type table of ``rows`` rows: its logits' shape, or the error."""
+    try:
+        with torch.no_grad():
+            return f"runs: {tuple(bert.model(**enc).logits.shape)} logits"
+    except IndexError as err:
+        return f"IndexError: {str(err).splitlines()[0]}"
+
+
+@contextmanager
+def token_type_rows(bert, rows: int):
+    """The model with its token-type embedding table cut or grown (by copies of row 0) to ``rows`` rows, restored
+    afterwards."""
+    path = bert.anatomy.token_type_embeddings
+    parent_path, _, name = path.rpartition(".")
+    parent, table = submodule(bert.model, parent_path), submodule(bert.model, path)
+    weight = table.weight.detach()
+    resized = torch.cat([weight, weight[:1].expand(max(rows - len(weight), 0), -1)])[:rows]
+    setattr(parent, name, torch.nn.Embedding.from_pretrained(resized))
+    try:
+        yield
+    finally:
+        setattr(parent, name, table)
 
 
 @pytest.mark.counterfeits("token_types_ignored")

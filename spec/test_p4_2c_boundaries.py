@@ -210,7 +210,7 @@ def test_transformers_itself_fails_on_an_over_long_input_with_an_error_that_neve
         assert "too long" not in message.lower() and "max_position" not in message, call
 
 
-def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_says_too_long(bert, capsys):
+def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_says_too_long(bert, capsys, evidence):
     """An input longer than max_position_embeddings is refused up front, with a message that says "too long".
 
     transformers itself fails deep in the embedding lookup (a size mismatch
@@ -225,11 +225,16 @@ def test_an_input_longer_than_the_position_table_is_refused_with_a_message_that_
     命令行只输出一行。
     """
     too_long = "字" * bert.config.max_position_embeddings
-    with pytest.raises(InputTooLongError, match="too long.*truncat"):
+    with pytest.raises(InputTooLongError, match="too long.*truncat") as refused:
         bert.encode(too_long)
     args = ["trace", too_long] + ([] if bert.is_default else ["--model", str(bert.folder)])
-    assert cli(args) == 2
+    status = cli(args)
     err = capsys.readouterr().err.strip()
+    evidence.table(f"a text of {len(too_long)} characters; max_position_embeddings = "
+                   f"{bert.config.max_position_embeddings}", ["where", "status", "what it says"],
+                   [("bert.encode (the toolkit)", "InputTooLongError", str(refused.value)),
+                    ("bertspec trace (the command line)", status, err)])
+    assert status == 2
     assert err.startswith("error: input is too long") and "\n" not in err
 
 

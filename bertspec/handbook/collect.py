@@ -50,6 +50,28 @@ def attach(item, call, report) -> None:
     }
 
 
+NO_EVIDENCE = ("a claim that passed recorded no evidence: record what it asserted on with the `evidence` fixture "
+               "(evidence.table/text/figure), so that the handbook shows it")
+
+
+def demand_evidence(report) -> None:
+    """A claim passes only with the evidence it asserted on: the handbook shows every passing claim's evidence, and
+    a pass that shows nothing is a verdict without its grounds. Counterfeit runs (their evidence is not read),
+    benchmarks (their evidence is the saved run) and tests that are no claim (a claim's own stand-in test files) are
+    exempt."""
+    record = getattr(report, "bertspec", None)
+    if (report.when == "call" and report.passed and record and not record["evidence"] and not record["teeth"]
+            and not record["benchmark"] and _is_claim(record["doc"])):
+        report.outcome, report.longrepr = "failed", NO_EVIDENCE
+
+
+def _is_claim(doc: str) -> bool:
+    try:
+        return bool(claims.parse(doc))
+    except claims.ClaimFormatError:
+        return False
+
+
 def _verdict(call) -> dict | None:
     """The verdict a scope skip carries (bertspec.proof.scope.OutOfScope), as a dict: reports travel as plain data."""
     skip = call.excinfo.value if call.excinfo else None
