@@ -22,7 +22,8 @@ def settings(request) -> Settings:
 
 @pytest.fixture(scope="session")
 def family():
-    """The family whose bundled model is under test, when --family parametrizes it; None: the one model of the run."""
+    """The family whose bundled model is under test, when parametrized (--family, or a claim marked across_families in
+    the default run); None: the one model of the run."""
     return None
 
 
@@ -43,7 +44,7 @@ def model_cache(settings):
     loaded = {}
 
     def get(attn_implementation: str, family: str | None = None) -> loading.ModelUnderTest:
-        key = (family, attn_implementation)
+        key = (settings.source(family), attn_implementation)  # the default run's "bert" is the bundled BERT: one load
         if key not in loaded:
             torch.manual_seed(SEED)
             loaded[key] = _or_exit(lambda: loading.load(settings.source(family), attn_implementation, settings.device))
@@ -176,3 +177,15 @@ def written_report(settings, tmp_path_factory):
     from bertspec.proof import pages
 
     return pages.write_report(tmp_path_factory.mktemp("handbook"), settings.model_path)
+
+
+@pytest.fixture(scope="session")
+def screenshots(request, tmp_path_factory):
+    """Where the browser claims save what they saw: ``screenshots/`` beside the report this run writes (``--html``),
+    so that a reader, and CI's artifacts, keep them; a temporary folder when the run writes no report."""
+    from pathlib import Path
+
+    html = request.config.getoption("htmlpath", None)
+    folder = Path(html).resolve().parent / "screenshots" if html else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
