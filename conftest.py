@@ -60,7 +60,7 @@ def bert(model_under_test, request):
         yield model
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture  # model_cache keeps each model: a session-scoped value would outlive a family parameter it was made for
 def model_under_test(settings, model_cache, attn_implementation, family):
     """The model under test, loaded once per attention implementation (and family, with --family), in eval mode.
 

@@ -1,6 +1,6 @@
-"""Command line: ``python -m bertspec trace "北京是中国的首[MASK]。" [--model PATH]`` (or ``bertspec trace …``).
+"""Command line: ``python -m bertspec trace "北京是中国的首[MASK]。" [--model PATH] [--html PAGE]`` (or ``bertspec trace …``).
 
-Errors a user can fix (a bad folder, an over-long input) print one line and exit 2;
+Errors a user can fix (a bad folder, an over-long input, a page that cannot be written) print one line and exit 2;
 libraries' own warnings are silenced, so that line is all the user sees.
 """
 
@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -31,9 +32,25 @@ def _quiet_libraries():
         hf_logging.enable_progress_bar()
 
 
+class PageError(ValueError):
+    """The --html page cannot be written there; the message says why."""
+
+
+def _check_page(path: Path) -> None:
+    """Refuse a page that cannot be written before the model is loaded, not after a minute of tracing."""
+    if path.is_dir():
+        raise PageError(f"{path} is a folder; name the page's file, e.g. {path / 'trace.html'}")
+    if not path.parent.is_dir():
+        raise PageError(f"{path}: no such folder {path.parent}")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PageError(f"{path}: not writable")
+
+
 def _trace(args) -> None:
     from bertspec.models import validate
 
+    if args.html is not None:
+        _check_page(args.html)
     if args.model is not None:
         validate.check_folder(args.model)  # a bad folder fails before torch is imported
     with _quiet_libraries():
@@ -41,10 +58,15 @@ def _trace(args) -> None:
 
 
 def _print_trace(args) -> None:
+    from bertspec.handbook import trace_page
     from bertspec.models import loading
+    from bertspec.models.validate import CheckpointError
     from bertspec.tracing.trace import trace_forward
 
-    bert = loading.load(args.model, args.attn_implementation, args.device)
+    try:
+        bert = loading.load(args.model, args.attn_implementation, args.device)
+    except loading.UnsupportedImplementation as err:  # ELECTRA's sdpa on transformers 4.57
+        raise CheckpointError(f"{args.attn_implementation}: {err}", "attn_implementation") from None
     mask = bert.tokenizer.mask_token
     text = args.text.replace("[MASK]", mask)  # RoBERTa's tokenizers write it <mask>
     batch = bert.encode(text, truncate=args.truncate)
@@ -62,15 +84,26 @@ def _print_trace(args) -> None:
         print(f"note: {note}")
     print()
     model = bert.model if bert.has_mlm_head else bert.encoder
-    trace, output = trace_forward(model, **batch.as_kwargs())
+    trace, output = trace_forward(model, keep_tensors=args.html is not None, **batch.as_kwargs())
     print(trace.table())
-    if not bert.has_mlm_head:
+    guesses = trace_page.top_guesses(bert, batch, output) if bert.has_mlm_head else None
+    if guesses is None:
         print("\nno MLM-head weights in this checkpoint (encoder only): the trace stops at the encoder, no predictions")
-        return
-    for pos in batch.positions(bert.tokenizer.mask_token_id):
-        top = output.logits[0, pos].softmax(-1).topk(5)
-        guesses = ", ".join(f"{bert.token(i)} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
-        print(f"\n{mask} at position {pos}: {guesses}")
+    for pos, top in guesses or []:
+        print(f"\n{mask} at position {pos}: {', '.join(f'{token} {p:.3f}' for token, p in top)}")
+    if args.html is not None:
+        page = trace_page.TracePage(bert, text, batch, trace, guesses, notes, args.handbook or trace_page.HANDBOOK)
+        _write_page(args.html, page.html())
+        print(f"\nwrote {args.html}")
+
+
+def _write_page(path: Path, html: str) -> None:
+    from bertspec.handbook.atomic import write_atomically
+
+    try:
+        write_atomically(path, html)
+    except OSError as err:  # the folder went away or filled up while the model ran
+        raise PageError(f"{path}: {err.strerror or err}") from None
 
 
 def _notes(bert, batch, tokens) -> list[str]:
@@ -133,6 +166,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--attn-implementation", choices=ATTN_IMPLEMENTATIONS, default="eager")
     t.add_argument("--device", choices=DEVICES, default="cpu")
     t.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions to fit")
+    t.add_argument("--html", metavar="PAGE", type=Path, default=None,
+                   help="also write one offline page: the tokens, each layer's mask, the attention view, the guesses")
+    t.add_argument("--handbook", metavar="URL", default=None,
+                   help="the handbook the page's claim links point to (default: report.html beside the page)")
     t.set_defaults(run=_trace)
     r = sub.add_parser("random-checkpoint", help="write a random bert-base-chinese-sized checkpoint folder")
     r.add_argument("out")
@@ -158,6 +195,10 @@ def main(argv=None) -> int:
     except CheckpointError as err:
         print(f"error: {err.line(OPTIONS)}", file=sys.stderr)
         return 2
+    except PageError as err:
+        print(f"error: --html {err}", file=sys.stderr)
+        return 2
+
     except InputTooLongError as err:  # the library's advice names a tokenizer argument; here the option does it
         advice = f"pass --truncate to trace the first {err.max_positions}"
         print(f"error: {InputTooLongError(err.n_tokens, err.max_positions, advice)}", file=sys.stderr)

@@ -37,8 +37,16 @@ class Settings:
     families: tuple[str, ...] = ()  # --family: each claim runs on these bundled models; (): on one model
 
     def source(self, family: str | None = None) -> ModelSource:
-        """The model under test: --bert-model's folder, or the bundled model of the family (--family), or BERT's."""
-        return source.resolve(self.model_path, family)
+        """The model under test: --bert-model's folder, or the bundled model of the family (--family), or BERT's.
+        In the default run a claim's "bert" parameter (across_families) is the bundled BERT every other claim runs on."""
+        return source.resolve(self.model_path, None if family == "bert" and not self.families else family)
+
+    def families_of(self, across: bool) -> tuple[str, ...]:
+        """The families a claim runs on, one test id each: --family's, for every claim; in the default run every
+        bundled family, for a claim marked across_families (``across``); () for one model without a family id."""
+        if self.families:
+            return self.families
+        return FAMILIES if across and self.model_path is None else ()
 
 
 def pytest_addoption(parser):
@@ -59,6 +67,7 @@ def pytest_configure(config):
         "meta: the spec checking itself (claims fail on counterfeits, docstrings follow the format)",
         "counterfeits(*names): the counterfeit models (bertspec.proof.counterfeits) on which this claim must fail",
         "browser: opens the written report in headless Chromium (select alone with -m browser)",
+        "across_families: runs on every bundled family model in the default run too, not only with --family",
     ):
         config.addinivalue_line("markers", marker)
     choice = config.getoption("--attn-implementation")
@@ -116,7 +125,7 @@ def _check_or_stop(settings: Settings) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session):
     # pytest-html registers its reporter in its own pytest_configure; by now it is there.
-    atomic.report_writes_atomically(session.config)
+    atomic.report_writes_atomically(session.config, render.compact_run_log)
 
 
 def _is_xdist_worker(config) -> bool:
@@ -135,8 +144,10 @@ def pytest_generate_tests(metafunc):
     # the model fixture skips the implementations the option left out.
     if "attn_implementation" in metafunc.fixturenames:
         metafunc.parametrize("attn_implementation", ATTN_IMPLEMENTATIONS, scope="session")
-    # Only with --family: the default run's test ids (and snapshot names) stay as they are.
-    families = metafunc.config.stash[SETTINGS].families
+    # With --family every claim, in the default run only those marked across_families: every other test id (and
+    # snapshot name) stays as it is; with --bert-model none.
+    across = metafunc.definition.get_closest_marker("across_families") is not None
+    families = metafunc.config.stash[SETTINGS].families_of(across)
     if families and "family" in metafunc.fixturenames:
         metafunc.parametrize("family", families, scope="session")
 

@@ -5,16 +5,22 @@ step and the prediction, and answers bad input (the table in bertspec.proof.bad_
 conftest's ``broken`` folders) with one line.
 """
 
+import json
 import re
 
 import pytest
 import torch
+from markupsafe import escape
 
 from bertspec.__main__ import main as cli
+from bertspec.handbook import claims
+from bertspec.handbook.evidence import attention_probs
+from bertspec.handbook.trace_page import EXPLAINED_BY
 from bertspec.models.inputs import CHINESE
 from bertspec.models.source import FAMILY_MODEL_DIRS
 from bertspec.proof import scope
 from bertspec.proof.bad_input import BAD_OPTIONS, BROKEN, one_line
+from bertspec.proof.pages import SPEC
 from bertspec.proof.tolerances import kernel_tolerance
 from bertspec.tracing.trace import INTERNALS, quantity
 
@@ -277,6 +283,63 @@ def test_the_trace_command_prints_every_step_and_the_prediction(model_cache, fam
         assert a.decoder not in out and "the trace stops at the encoder" in out
 
 
+def test_the_trace_command_writes_one_offline_page_holding_exactly_the_probabilities_the_model_computed(
+        model_under_test, family, tmp_path, evidence):
+    """``python -m bertspec trace TEXT --html PAGE`` writes one offline page with the tokens, each layer's mask and exactly the probabilities the model computed, linked to the claims.
+
+    The page is what the handbook shows for the claims' examples, for the
+    user's own text on their own checkpoint: the tokens with their ids, mask
+    and token types; the mask as each layer's self-attention received it (None
+    where transformers built none); the handbook's attention view, every layer
+    and head; the top guesses at each [MASK]; every traced step. The
+    probabilities are embedded as their float32 bytes, so the page holds
+    exactly what the tracer recorded, observed on eager and derived from the
+    kernel's inputs on sdpa. Its styles and script are inlined and it fetches
+    nothing; each part links to the handbook claims that explain it, and each
+    link names a claim of this spec with that ID.
+
+    Claim ID: P1.2
+    Question: Can I see the handbook's attention view and mask path for my own sentence on my own model?
+    问题：能在我自己的模型上、用我自己的句子看到手册里的 attention 视图和 mask 路径吗？
+    中文：python -m bertspec trace 文本 --html 页面 写出一个离线页面，包含 token、每层收到的 mask，以及与模型算出的完全相同的概率，并链接到相应结论。
+    原因：页面为用户自己的文本、在用户自己的 checkpoint 上展示手册为结论示例展示的内容：token 及其 id、mask 与 token type；每层
+    self-attention 收到的 mask（transformers 没有构造时为 None）；手册的 attention 视图，每层每个头；每个 [MASK] 处的最佳候选；
+    trace 的每一步。概率按 float32 的字节嵌入，因此页面中的值与 tracer 记录的完全一致：eager 上是观测值，sdpa 上由内核输入推导。
+    样式与脚本内联，不加载任何外部内容；每一部分都链接到讲解它的手册结论，每个链接都指向本 spec 中具有该 ID 的结论。
+    """
+    bert = model_under_test
+    page_path = tmp_path / "trace.html"
+    args = ["trace", bert.texts.sentence, "--attn-implementation", bert.attn_implementation, "--html", str(page_path)]
+    assert cli(args + ([] if bert.is_default else ["--model", str(bert.folder)])) == 0
+    page = page_path.read_text(encoding="utf-8")
+    view = json.loads(re.search(r'<script type="application/json">(.*?)</script>', page, re.DOTALL).group(1))
+    shown = view["batches"][0]
+    batch = bert.encode(bert.texts.sentence)
+    trace, _ = bert.trace(batch)
+    masks = re.findall(r'<tr data-layer="(\d+)"><td>\d+</td><td>([^<]+)</td><td>([^<]+)</td>', page)
+    encoder_only = "" if bert.has_mlm_head else f"{bert.anatomy.base}."  # the command traces the encoder alone
+    expected_masks = [(str(i), step.name.removeprefix(encoder_only), str(step.shape))
+                      for i, step in enumerate(trace.all("attention_mask"))]
+    linked = set(re.findall(r'href="report\.html#([^"]+)"', page))
+    discovered = claims.discover(SPEC)
+    explaining = {claims.anchor(claims.parse(discovered[f].doc).claim_id, f) for parts in EXPLAINED_BY.values()
+                  for _, f in parts}
+    fetched = re.findall(r'(?:src|href)="(?:https?:)?//|<link\b', page)
+    evidence.table(f"$ python -m bertspec {' '.join(args[:2])} --html trace.html ({bert.attn_implementation})",
+                   ["bytes", "tokens", "layers' masks", "probabilities (L, B, H, T, T)", "equal to the traced tensor",
+                    "claim links", "fetched"],
+                   [(len(page.encode()), " ".join(shown["tokens"][0]), len(masks), tuple(shown["shape"]),
+                     torch.equal(attention_probs(shown), trace.stack("probs").float()), len(linked), len(fetched))])
+    evidence.table("the mask as each layer receives it, on the page", ["layer", "step", "shape"], masks)
+    assert torch.equal(attention_probs(shown), trace.stack("probs").float())
+    assert shown["tokens"] == [bert.tokens(batch)] and shown["types"] == batch.token_type_ids.tolist()
+    assert all(f"<td>{escape(token)}</td>" in page for token in bert.tokens(batch))  # as the template writes it
+    assert masks == expected_masks and len(masks) == bert.config.num_hidden_layers
+    assert linked == explaining and all(f in discovered for parts in EXPLAINED_BY.values() for _, f in parts)
+    assert fetched == []
+    assert ("guess 1" in page) == bert.has_mlm_head
+
+
 # row -> (the command's arguments after "trace", exit status, what its output must say)
 TEXTS = {
     "over-long text": (["字" * 80], 2, "error: input is too long", "pass --truncate to trace the first 64"),
@@ -288,6 +351,9 @@ TEXTS = {
                                                   "note: [MASK] is written <mask> in this tokenizer"),
     "a family the reference does not spell out": ([CHINESE.sentence, "--model", str(FAMILY_MODEL_DIRS["albert"])], 0,
                                                    "note: every step of ALBERT is traced; bertspec's from-scratch reference"),
+    "--html in a folder that does not exist": ([CHINESE.sentence, "--html", "no-such-folder/trace.html"], 2,
+                                               "error: --html no-such-folder/trace.html: no such folder no-such-folder"),
+    "--html naming a folder": ([CHINESE.sentence, "--html", "."], 2, "error: --html . is a folder"),
 }
 
 
@@ -312,7 +378,9 @@ def test_the_trace_command_answers_bad_input_with_one_line(row, broken, capfd, e
     tokenizer's own mask token (RoBERTa's <mask>), and the note says that the
     from-scratch reference spells out BERT only. An over-long text is refused
     with advice the command can follow: ``--truncate``, which traces the
-    positions the model has and says how many tokens the text needed.
+    positions the model has and says how many tokens the text needed. A page
+    that cannot be written (``--html`` in a missing folder, or naming a folder)
+    is refused with one line naming --html, before the model is loaded.
 
     Claim ID: P1.2
     Question: What does the trace command say when the folder, an option or the text is wrong?
@@ -322,7 +390,7 @@ def test_the_trace_command_answers_bad_input_with_one_line(row, broken, capfd, e
     （--model，而不是 pytest 的 --bert-model）。合法但出人意料的输入照常运行，并用一行提示说明：手动输入的 [PAD] 是
     attention_mask 为 1 的普通 token，不是 padding；全是未知字符的文本全是 [UNK]；空文本只有 [CLS] [SEP]；在其他家族上，输入的 [MASK]
     按分词器自己的 mask token 读取（RoBERTa 的 <mask>），提示还说明从零实现的参考只写出了 BERT。过长的文本被拒绝，建议的是命令本身能做到的 --truncate：它 trace 模型拥有的那些位置，
-    并说明文本原本需要多少 token。
+    并说明文本原本需要多少 token。无法写出的页面（--html 指向不存在的目录，或本身是一个目录）在加载模型之前就被拒绝，只给一行指明 --html 的话。
     """
     if row in BROKEN:
         args, status, expected = [CHINESE.sentence, "--model", str(broken[row])], 2, f"error: --model {broken[row]}"

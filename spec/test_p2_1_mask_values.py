@@ -89,6 +89,7 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
     assert observed == known[key]
 
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("mask_dropped", "mask_value_minus_infinity")
 def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, evidence):
     """Where the layer gets a float mask, it is (1.0 - attention_mask) * finfo(dtype).min.
@@ -97,7 +98,11 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
     finite number, -3.4028e38. 4.x eager computes exactly this formula (kept
     keys come out as -0.0, since (1 - 1) * min = -0.0); 5.x eager reaches the
     same values another way (+0.0). 5.x sdpa passes a boolean instead: the
-    formula is not used on that path, which the evidence states.
+    formula is not used on that path, which the evidence states. Adding is
+    what hides padding: multiplying the scores by the 0/1 mask gives a padded
+    key the score 0, still weight e^0 before normalising, and multiplying the
+    probabilities by the mask after softmax leaves rows summing to less than 1;
+    the evidence computes both beside the additive route on layer 0's scores.
 
     Claim ID: P2.1b
     Question: How is the 0/1 attention_mask turned into the numbers added to the scores?
@@ -105,7 +110,9 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
     中文：当层收到浮点 mask 时，它等于 (1.0 - attention_mask) * finfo(dtype).min。
     原因：保留的 key 加 0，padding 的 key 加 float32 最小有限值 -3.4028e38。4.x eager 正是用这个公式
     （保留位置为 -0.0，因为 (1-1)*min = -0.0）；5.x eager 用另一种方式得到相同数值（+0.0）；
-    5.x sdpa 直接传布尔 mask，不经过该公式，证据中会注明这一点。
+    5.x sdpa 直接传布尔 mask，不经过该公式，证据中会注明这一点。屏蔽 padding 靠的是加法：把分数乘以 0/1 mask，padding 的 key
+    分数变成 0，归一化前权重仍是 e^0；softmax 之后再把概率乘以 mask，则每行之和小于 1；证据在第 0 层的分数上把这两种做法与加法并列计算。
+    Asked in: huggingface/transformers#542, huggingface/transformers#1935, huggingface/transformers#5295, huggingface/transformers#12109, huggingface/transformers#14537, huggingface/transformers#3121, https://community.deeplearning.ai/t/c5-w4-a1-transformer-subclass-v1-intuition-for-1-mask-1e9/882643
     """
     scope.needs_additive_mask(bert)
     batch = padded_batch(bert)
@@ -113,6 +120,18 @@ def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, 
     received = trace.all("attention_mask")[0].tensor
     assert received is not None, "a padded batch reached the layer without a mask"
     formula = additive_mask(batch.attention_mask, torch.float32).to(received.device)
+    scores = trace.tensor(trace.all("scores")[0].name).cpu()
+    keep, pad = batch.attention_mask.cpu()[:, None, None, :].to(scores.dtype), batch.attention_mask.cpu() == 0
+    routes = {"add (1 - mask) · finfo.min, then softmax": torch.softmax(scores + formula.cpu(), -1),
+              "multiply the scores by the mask, then softmax": torch.softmax(scores * keep, -1),
+              "softmax, then multiply the probabilities by the mask": torch.softmax(scores, -1) * keep}
+    evidence.table("layer 0's scores, the mask applied three ways", ["route", "largest probability at a [PAD] key",
+                   "smallest row sum"], [(name, p.permute(0, 3, 1, 2)[pad].max(), p.sum(-1).min()) for name, p in routes.items()])
+    added, multiplied, zeroed = routes.values()
+    assert bool((added.permute(0, 3, 1, 2)[pad] == 0).all())
+    torch.testing.assert_close(added.sum(-1), torch.ones_like(added.sum(-1)), **TOL["prob_sum"])
+    assert bool((multiplied.permute(0, 3, 1, 2)[pad] > 0).all()), "a score of 0 still has weight e^0 before normalising"
+    assert beyond(zeroed.sum(-1), torch.ones_like(zeroed.sum(-1)), TOL["prob_sum"]), "zeroing after softmax keeps rows at 1"
     if received.dtype == torch.bool:
         evidence.text("path", "this version passes a boolean mask to this implementation: no additive formula; "
                               "the boolean equals attention_mask == 1 broadcast over queries")
@@ -232,14 +251,21 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     With dropout on (hidden and attention, p read from the dropout modules) two train-mode
     passes differ from eval; with every dropout probability set to 0 the
     train-mode pass reproduces eval exactly (eager) or within the float32
-    kernel tolerance (sdpa).
+    kernel tolerance (sdpa). Inside the fused sdpa kernel, dropout is whatever
+    ``dropout_p`` it is handed: it cannot see the module's mode, so transformers
+    passes 0.0 when not training. Code that hands it p unconditionally keeps
+    dropping attention in eval; the evidence calls the kernel both ways on
+    layer 0's queries, keys and values.
 
     Claim ID: P2.1c
     Question: Why does the output change in train mode?
     问题：为什么训练模式下输出会变？
     中文：训练模式下输出的变化只来自 dropout：把所有 dropout 设为 0 后，训练模式与推理模式输出相同。
     原因：开启 dropout（hidden 与 attention，概率读自 dropout 模块）时训练模式输出与推理模式不同；
-    把所有 dropout 概率设为 0 后，训练模式精确复现推理模式（eager），sdpa 在 float32 内核容差内相同。
+    把所有 dropout 概率设为 0 后，训练模式精确复现推理模式（eager），sdpa 在 float32 内核容差内相同。融合的 sdpa 内核里，dropout
+    就是传给它的 dropout_p：内核看不到模块处于哪种模式，所以 transformers 在非训练时传 0.0。无条件传 p 的代码在推理模式下仍会丢弃
+    attention；证据在第 0 层的 query、key、value 上按两种方式调用该内核。
+    Asked in: pytorch/pytorch#124464, pytorch/pytorch#99293, pytorch/pytorch#126294, huggingface/pytorch-image-models#1978, wenet-e2e/wenet#2699, meta-pytorch/torchtune#1803
     """
     batch = padded_batch(bert)
     real = batch.attention_mask.bool()
@@ -256,6 +282,25 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     torch.testing.assert_close(train_no_dropout[real], eval_out[real], **kernel_tolerance(bert.attn_implementation))
     if max(p, default=0) > 0:
         assert (train_out - eval_out)[real].abs().max() > 1e-3, "dropout is on but train mode changed nothing"
+    a = bert.anatomy
+    trace, _ = bert.trace(batch)
+    qkv = ([trace.tensor(a.projection_step(0, w)) for w in ("query", "key", "value")] if a.fused_qkv is None
+           else trace.tensor(a.projection_step(0, "query")).chunk(3, -1))
+    q, k, v = (x.unflatten(-1, (bert.config.num_attention_heads, -1)).transpose(1, 2) for x in qkv)
+    p_attention = bert.config.attention_probs_dropout_prob
+
+    def kernel_twice(dropout_p):
+        first, second = (torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p) for _ in range(2))
+        return (first - second).abs().max()
+
+    assert not bert.model.training
+    with torch.random.fork_rng():
+        as_transformers, unconditional = kernel_twice(0.0), kernel_twice(p_attention)
+    evidence.table("eval mode, sdpa kernel called twice on layer 0's q, k, v", ["dropout_p passed", "max |call 1 - call 2|"],
+                   [("0.0 when not training (transformers)", as_transformers), (f"{p_attention} always", unconditional)])
+    assert as_transformers == 0
+    if p_attention > 0:
+        assert unconditional > 0, "the kernel drops out whatever the module's mode when handed dropout_p > 0"
 
 
 def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(bert, evidence):
@@ -265,7 +310,11 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
     is dropout, which draws from torch's generator: re-seeding reproduces the
     same dropout masks bit for bit, another seed draws others (when the
     config's dropout probabilities are above 0). That dropout is the only
-    difference from eval is chapter P2's claim.
+    difference from eval is chapter P2's claim. Which mode a model starts in
+    depends on how it was made: ``from_pretrained`` calls ``eval()`` before
+    returning, while a model built from its config (then given weights by
+    ``load_state_dict``) is fresh from ``nn.Module.__init__``, in train mode,
+    and drops out on every call until ``eval()``; the evidence builds both.
 
     Claim ID: P2.1c
     Question: Are BERT's outputs reproducible in eval mode and in train mode?
@@ -273,7 +322,10 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
     中文：两次推理模式的前向传播逐位相同；训练模式下相同随机种子的两次结果相同，不同种子则不同。
     原因：推理模式没有任何随机性。训练模式下唯一的随机来源是 dropout，它从 torch 的随机数生成器取数：重新设同一种子
     会逐位复现相同的 dropout mask，换一个种子则得到不同的 mask（config 中 dropout 概率大于 0 时）。dropout 是与推理模式唯一
-    的区别，见 P2 章的断言。
+    的区别，见 P2 章的断言。模型从哪种模式开始取决于它是怎样得到的：from_pretrained 在返回前调用 eval()；而由 config 构造
+    （再用 load_state_dict 装入权重）的模型刚从 nn.Module.__init__ 出来，处于训练模式，在调用 eval() 之前每次调用都做 dropout；
+    证据把两种都构造出来。
+    Asked in: huggingface/transformers#679, huggingface/transformers#1270, huggingface/transformers#2627, huggingface/transformers#4769, huggingface/transformers#565, huggingface/transformers#10564, oliverguhr/german-sentiment#5
     """
     batch = bert.example()
     real = batch.attention_mask.bool()
@@ -295,6 +347,17 @@ def test_eval_is_deterministic_and_train_mode_repeats_only_under_the_same_seed(b
     assert torch.equal(seeded, reseeded)
     if p > 0:
         assert beyond(seeded[real], other_seed[real], TOL["float32_kernels"]), "another seed should draw other dropout masks"
+    pretrained = type(bert.model).from_pretrained(bert.folder, attn_implementation=bert.attn_implementation)
+    built = type(bert.model)(pretrained.config).to(bert.device)
+    built.load_state_dict(pretrained.state_dict())
+    with torch.random.fork_rng():
+        built_twice = [bert.anatomy.encoder(built)(**batch.as_kwargs()).last_hidden_state.detach() for _ in range(2)]
+    evidence.table("how the model was made", ["made by", "training", "max |call 1 - call 2|, real tokens"],
+                   [("from_pretrained(folder)", pretrained.training, "—"),
+                    ("Model(config) + load_state_dict", built.training, (built_twice[0] - built_twice[1])[real].abs().max())])
+    assert not pretrained.training and built.training
+    if p > 0:
+        assert beyond(built_twice[0][real], built_twice[1][real], TOL["float32_kernels"]), "a built model drops out"
 
 
 def test_the_bundled_models_layer_0_attention_on_the_padded_batch_matches_its_snapshot(bert, snapshot, evidence):

@@ -51,6 +51,7 @@ def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evide
     assert torch.equal(allowed[:, 0, :], am.bool()), "the layer mask hides exactly the [PAD] keys"
 
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("mask_token_hidden")
 def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evidence):
     """[MASK] is an ordinary visible token: every query gives it weight, and it may attend to every real token.
@@ -94,6 +95,7 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
         assert bool((to_mask > 0).all()) and bool((from_mask > 0).all())
 
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("mask_dropped")
 def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(mlm, evidence):
     """The logits at [MASK] are the same with 0, 1 or 8 [PAD] tokens appended, and so is the prediction.

@@ -77,7 +77,12 @@ def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evide
     tracer sees both operands and the sum. Inside the fused sdpa kernel it cannot
     be observed (and 5.x passes sdpa a boolean mask, which adds no number at
     all), so on sdpa the claim is skipped with that reason; what the kernel does
-    with padded keys is the previous claim, shown through its output.
+    with padded keys is the previous claim, shown through its output. The
+    bias need not be the most negative number: Google's BERT, and transformers
+    until PR #17306 made it finfo(dtype).min, added -10000.0, and any bias that
+    makes exp(score + bias - max) underflow gives the same probabilities bit
+    for bit. The evidence adds -10000 and -1 beside finfo.min to layer 0's
+    scores: -10000 masks exactly as much as finfo.min, -1 leaks.
 
     Claim ID: P2.3b
     Question: What is score + finfo.min at a padded key?
@@ -86,7 +91,10 @@ def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evide
     原因：float32 在 3.4e38 附近的间距约为 2^104≈2e31，BERT 算出的任何分数（训练过的模型可达几百）都远小于半个间距，
     所以和被舍入回 finfo.min。加法之后，这个 key 原来的分数已不复存在。eager 上可以观测到这次加法：tracer 看到两个操作数与和。
     sdpa 融合内核内部的加法无法观测（5.x 给 sdpa 传的是布尔 mask，根本不做加法），因此在 sdpa 上本断言以此为由跳过；
-    内核如何处理 padding key 见上一条断言，它通过内核输出来证明。
+    内核如何处理 padding key 见上一条断言，它通过内核输出来证明。偏置不必是最负的数：谷歌原版 BERT，以及 PR #17306 改为
+    finfo(dtype).min 之前的 transformers，加的是 -10000.0；只要 exp(score + bias - max) 下溢为 0，任何偏置给出的概率都逐位相同。
+    证据把 -10000 和 -1 与 finfo.min 并列加到第 0 层的分数上：-10000 屏蔽得与 finfo.min 完全一样，-1 则会泄漏。
+    Asked in: huggingface/transformers#34339, huggingface/transformers#13555, ai-glimpse/toynlp#50
     """
     batch = padded_batch(bert)
     trace, _ = bert.trace(batch)
@@ -103,6 +111,14 @@ def test_score_plus_mask_at_a_padded_key_is_the_dtype_minimum_itself(bert, evide
     evidence.table("float32 at the bottom of its range", ["finfo.min", "ulp there"],
                    [(finfo_min.item(), (torch.nextafter(finfo_min, torch.tensor(0.0)) - finfo_min).item())])
     evidence.table("at the padded keys", ["step", "largest |score|", "score + mask"], rows)
+    scores = trace.tensor(trace.all("scores")[0].name).cpu()
+    probs = {bias: torch.softmax(scores + torch.where(pad[:, None, None, :], bias, 0.0), -1)
+             for bias in (finfo_min.item(), -10000.0, -1.0)}
+    evidence.table("layer 0's scores, padded keys biased by", ["bias", "largest probability at a [PAD] key",
+                   "max |Δ| from finfo.min's probabilities"],
+                   [(bias, p.permute(0, 3, 1, 2)[pad].max(), (p - probs[finfo_min.item()]).abs().max()) for bias, p in probs.items()])
+    assert torch.equal(probs[-10000.0], probs[finfo_min.item()]), "-10000 should mask exactly as finfo.min does"
+    assert bool((probs[-1.0].permute(0, 3, 1, 2)[pad] > 0).all()), "a bias of -1 leaves padded keys weight e^-1"
 
 
 def test_every_attention_row_sums_to_one(bert, evidence):
@@ -146,7 +162,9 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
     token sits there, and are simply ignored downstream (labels -100, pooling
     by mask). Because their probability as keys is exactly 0, a real token's
     output is bit-for-bit the same whatever id the padded slots hold (eager);
-    sdpa is held to the float32 kernel tolerance.
+    sdpa is held to the float32 kernel tolerance. So a padded query's row of
+    attention is not zeros: like every row it sums to 1, all of it on the
+    real keys (the evidence shows layer 0's).
 
     Claim ID: P2.3b
     Question: Does a [PAD] position get an output, and can it affect the real tokens?
@@ -154,7 +172,9 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
     中文：[PAD] 位置仍有输出向量，但改变它不会改变任何真实 token 的输出。
     原因：mask 屏蔽的是作为 key 的 padding；作为 query 的 padding 行照常计算并关注真实 token，
     其输出有限、取决于该位置的 token，下游会忽略（label=-100、按 mask 池化）。由于作为 key 的概率精确为 0，
-    无论 padding 槽放什么 id，真实 token 的输出都逐位不变（eager）；sdpa 按 float32 内核容差比较。
+    无论 padding 槽放什么 id，真实 token 的输出都逐位不变（eager）；sdpa 按 float32 内核容差比较。所以 padding 的 query 那一行
+    attention 并不是全 0：它和每一行一样和为 1，而且全部落在真实 key 上（证据列出第 0 层的情况）。
+    Asked in: https://discuss.huggingface.co/t/bert-attention-mask-question/60142, huggingface/transformers#1761
     """
     batch = padded_batch(bert)
     pad = padded_keys(batch).to(batch.input_ids.device)
@@ -167,6 +187,12 @@ def test_padded_positions_get_outputs_that_never_reach_the_real_tokens(bert, evi
     assert torch.isfinite(with_pad[pad]).all()
     torch.testing.assert_close(with_unk[real], with_pad[real], **kernel_tolerance(bert.attn_implementation))
     assert not torch.allclose(with_unk[pad], with_pad[pad]), "padded positions' outputs should depend on their token"
+    trace, _ = bert.trace(batch)
+    probs = trace.tensor(trace.all("probs")[0].name).cpu()
+    row_sum, on_real_keys = ((p.sum(-1).transpose(1, 2)[pad.cpu()]) for p in (probs, probs * real.cpu()[:, None, None, :]))
+    evidence.table("layer 0, the rows of the padded queries", ["", "smallest", "largest"],
+                   [("row sum", row_sum.min(), row_sum.max()), ("of which on real keys", on_real_keys.min(), on_real_keys.max())])
+    torch.testing.assert_close(on_real_keys, torch.ones_like(on_real_keys), **TOL["prob_sum"])
 
 
 def test_the_tracer_shows_each_place_the_plan_names_in_every_layer_without_editing_transformers(bert, evidence):

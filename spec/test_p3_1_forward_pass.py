@@ -144,6 +144,7 @@ def test_the_embeddings_are_word_plus_token_type_plus_position_vectors_then_laye
     assert torch.equal(trace.tensor(f"{a.embedding_norm}:input"), word + token_type + position)
     assert norm.eps == bert.config.layer_norm_eps
 
+@pytest.mark.across_families
 
 def test_omitted_token_type_ids_mean_segment_a_for_every_token(bert, evidence):
     """Called without token_type_ids, BERT gives every token type 0 (segment A): the same output as explicit zeros, not as ones.
@@ -176,6 +177,7 @@ def test_omitted_token_type_ids_mean_segment_a_for_every_token(bert, evidence):
     torch.testing.assert_close(omitted, zeros, **TOL["exact"])
 
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("positions_counted_from_one")
 def test_omitted_position_ids_count_from_0_to_t_minus_1(bert, evidence):
     """Called without position_ids, BERT numbers the positions 0..T-1: the same output as explicit 0..T-1, not as 1..T.

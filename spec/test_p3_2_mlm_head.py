@@ -144,6 +144,7 @@ def storage_span(t: torch.Tensor) -> range:
     return range(start, start + t.untyped_storage().nbytes())
 
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("untied_decoder", "untied_decoder_perturbed")
 def test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own(mlm, evidence):
     """The decoder's weight is the word-embedding matrix itself (same storage, not a copy); its bias is a separate vector.
@@ -162,6 +163,7 @@ def test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_
     原因：权重共享：输入查表与输出打分共用一个 [vocab, hidden] 参数，经任一用途的更新都会同时改变两者。数值相等不能证明这一点
     （加载时做的拷贝在第一次训练更新前也相等）：两者是同一个 Parameter 对象、同一个地址。bias 在嵌入层中没有对应物：
     它是 cls.predictions.bias（[vocab]），decoder 以它为 bias，存放在矩阵之外。
+    Asked in: i-machine-think/diagNNose#61, huggingface/transformers#19999, huggingface/transformers#7167
     """
     a = mlm.anatomy
     W, decoder, bias = mlm.word_embeddings.weight, mlm.decoder, mlm.decoder_bias

@@ -59,7 +59,10 @@ def test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100(mlm, eviden
     "no label". The model's loss equals that loss on [B·T, V] logits bit for
     bit, and equals the cross entropy of the labelled positions alone (up to
     float32 summation order, TOL["loss_reduction"]): the ignored positions
-    contribute nothing, not even to the count.
+    contribute nothing, not even to the count. Old examples mark "no label"
+    with -1, transformers' value until early 2020 (#2418, PR #2426): -1 is not
+    the ignore_index, so the same labels with -1 make the model's loss fail
+    with "Target -1 is out of bounds", which the evidence records.
 
     Claim ID: P3.3a
     Question: What loss does BertForMaskedLM compute, and why are -100 labels ignored?
@@ -67,7 +70,9 @@ def test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100(mlm, eviden
     中文：BertForMaskedLM 的 loss 就是在展平的 logits 上、ignore_index=-100 的 CrossEntropyLoss：只有带标签的位置计入。
     原因：CrossEntropyLoss 的默认 ignore_index 是 -100，这就是"-100 表示没有标签"的由来。模型的 loss 与在 [B·T, V]
     logits 上算出的该损失逐位相同，也等于只对带标签位置计算的交叉熵（差别仅在 float32 求和顺序，TOL["loss_reduction"]）：
-    被忽略的位置毫无贡献，连计数都不算。
+    被忽略的位置毫无贡献，连计数都不算。旧示例用 -1 表示"没有标签"，这是 transformers 在 2020 年初之前的取值（#2418、PR #2426）：
+    -1 不是 ignore_index，把同样的标签改用 -1 后，模型计算 loss 时报 "Target -1 is out of bounds"，证据记录了这条错误。
+    Asked in: huggingface/transformers#2491, huggingface/transformers#2418, huggingface/transformers#2426, huggingface/transformers#2946, huggingface/transformers#3499, huggingface/transformers#20797, EricFillion/happy-transformer#128, alexa/dialoglue#19, mosaicml/examples#457
     """
     batch = masked_batch(mlm)
     labels = answer_labels(mlm, batch)
@@ -83,6 +88,9 @@ def test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100(mlm, eviden
     assert loss_fct.ignore_index == IGNORE_INDEX == -100
     torch.testing.assert_close(output.loss, flattened, **TOL["exact"])
     torch.testing.assert_close(output.loss, only_labelled, **TOL["loss_reduction"])
+    with pytest.raises((IndexError, RuntimeError), match="out of bounds") as minus_one, torch.no_grad():
+        mlm.model(**batch.as_kwargs(), labels=labels.masked_fill(~labelled, -1))
+    evidence.text("the same labels with -1 where -100 was", f"{minus_one.type.__name__}: {minus_one.value}")
 
 
 @pytest.mark.counterfeits("loss_counting_ignored_positions")
@@ -113,6 +121,7 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
     torch.testing.assert_close(by_hand, output.loss, **TOL["loss_reduction"])
 
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("loss_counting_ignored_positions")
 def test_only_labelled_positions_receive_gradient_on_the_logits(mlm, evidence):
     """d loss / d logits is exactly zero at every position labelled -100, and (softmax − one_hot(label)) / n at the n labelled ones.

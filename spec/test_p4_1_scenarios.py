@@ -95,7 +95,10 @@ def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transforme
     range in self". Users of such checkpoints pass token type 0 everywhere (the
     spec's encode does so). The claim shows both cases on the same weights: the
     checkpoint as it is, and its token-type table cut to one row (or, for a
-    one-row checkpoint, grown to two by a copy of row 0).
+    one-row checkpoint, grown to two by a copy of row 0). A third segment
+    marked with type id type_vocab_size (2 on BERT checkpoints) fails the same
+    way: a new type needs a new, untrained row, or the segments folded into
+    the types the table has.
 
     Claim ID: P4.1a
     Question: Can I feed a sentence pair's token_type_ids to any BERT checkpoint?
@@ -104,7 +107,9 @@ def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transforme
     原因：分词器不读模型的 config，总是把片段 B 标为类型 1。token_type_embeddings 有 type_vocab_size 行，所以只用一个片段训练的
     checkpoint（type_vocab_size 为 1，如 RoBERTa 风格的模型）没有第 1 行：查表在嵌入层深处失败，报 "index out of range in self"。
     这类 checkpoint 的用户处处传类型 0（spec 的 encode 就这样做）。本结论在同一组权重上展示两种情况：checkpoint 原样，
-    以及把它的 token type 表截成一行（对只有一行的 checkpoint，则复制第 0 行扩成两行）。
+    以及把它的 token type 表截成一行（对只有一行的 checkpoint，则复制第 0 行扩成两行）。用类型 id = type_vocab_size（BERT
+    checkpoint 上为 2）标记第三个片段，也以同样方式失败：新的类型需要新的、未经训练的一行，或者把片段归并到表中已有的类型。
+    Asked in: huggingface/transformers#1538, huggingface/transformers#2727, huggingface/transformers#2445, huggingface/transformers#6484, huggingface/transformers#1397, Ethan-yt/guwenbert#11, huggingface/transformers#517, huggingface/transformers#54, google-research/bert#16, google-research/bert#984, castorini/duobert#4, huggingface/transformers#19766, huggingface/transformers#9111
     """
     scope.token_types(bert)
     enc = bert.tokenizer(*bert.texts.pair, return_tensors="pt", return_token_type_ids=True).to(bert.device)
@@ -115,9 +120,11 @@ def test_the_tokenizers_segment_b_ids_need_a_second_token_type_row_or_transforme
     other = 1 if rows >= types else types
     with token_type_rows(bert, other):
         observed.append((other, "the same weights, token-type table of that many rows", pair_outcome(bert, enc, other)))
+    past_the_table = pair_outcome(bert, {**enc, "token_type_ids": enc["token_type_ids"] * rows}, rows)
     evidence.table(f"the tokenizer's token_type_ids of a pair use {types} types", ["type_vocab_size", "model",
-                   "what happens"], observed)
+                   "what happens"], [*observed, (rows, f"this checkpoint, segment B given type id {rows}", past_the_table)])
     assert types == 2
+    assert past_the_table.startswith("IndexError"), past_the_table
     for table_rows, _, outcome in observed:
         if table_rows >= types:
             assert outcome.startswith("runs"), outcome
@@ -213,6 +220,7 @@ def test_a_real_tokens_output_is_the_same_alone_and_in_a_padded_batch(bert, evid
     输出在 float32 内核容差内相同而非逐位相同：batch 的矩阵更长更宽，BLAS 的求和分块不同，sdpa 也可能选用别的内核
     （实测自带模型约 1e-6，12 层模型约 3e-6，分数达 80 时 4.7e-5）。容差是舍入误差界 bertspec.proof.tolerances.forward_tolerance：
     L 层 ×（2 (sqrt(head_dim) u32 + 2u) × 最大分数 + (2 sqrt(hidden) + sqrt(intermediate)) u32 + 3u）× max|输出|。
+    Asked in: huggingface/transformers#30096, huggingface/transformers#2401, huggingface/transformers#9039, castorini/castor#176, KRLabsOrg/LettuceDetect#23
     """
     texts = [bert.texts.sentence, bert.texts.short]
     batch = bert.encode(texts)
@@ -327,6 +335,7 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
 
 # ---- P4.1d special tokens ----
 
+@pytest.mark.across_families
 @pytest.mark.counterfeits("mask_value_minus_one")
 def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero(bert, evidence):
     """[CLS] opens every row and [SEP] closes its real tokens; both are ordinary attended keys, and only [PAD] keys get exactly 0.
@@ -424,7 +433,10 @@ def test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_atte
     there (the evidence shows what this one holds). Real tokens never see it
     anyway: replacing the [PAD] row's vector by a large random one changes the
     padded positions' own outputs but leaves every real token's output
-    unchanged, because [PAD] keys get probability 0.
+    unchanged, because [PAD] keys get probability 0. The model never looks for
+    [PAD] ids in input_ids: called without attention_mask it uses all ones, and
+    its real tokens attend to the [PAD] keys like to words (the evidence
+    compares that call with the masked one).
 
     Claim ID: P4.1d
     Question: Does padding_idx make the [PAD] embedding zero, or keep it out of training?
@@ -434,7 +446,9 @@ def test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_atte
     同一个矩阵就是 decoder 的权重（tie_word_embeddings），作为 decoder 的一行，[PAD] 得到各标注位置上 (p_[PAD] − 0)·h 之和，
     因为 softmax 给 [PAD] 一些概率，所以不为零（P3.3c：共享矩阵的每一行都有梯度）；权重衰减也会改变它。所以保存的 checkpoint 中
     这一行可以是任何值（证据中列出本模型的值）。真实 token 本来就看不到它：把 [PAD] 行换成一个很大的随机向量，padding 位置自身的输出会变，
-    但每个真实 token 的输出不变，因为 [PAD] key 的概率为 0。
+    但每个真实 token 的输出不变，因为 [PAD] key 的概率为 0。模型从不在 input_ids 里找 [PAD] 的 id：不传 attention_mask 时
+    它用全 1，真实 token 会像关注普通词一样关注 [PAD] key（证据把这种调用与带 mask 的调用比较）。
+    Asked in: https://ai.stackexchange.com/q/28833, huggingface/transformers#5295, PaddlePaddle/PaddleNLP#4494
     """
     words = bert.word_embeddings
     pad_id = bert.tokenizer.pad_token_id
@@ -476,3 +490,7 @@ def test_padding_idx_stops_only_the_lookups_gradient_to_the_pad_row_and_the_atte
     assert bool((lookup.weight.grad[used].abs().sum(-1) > 0).all())
     torch.testing.assert_close(replaced[~pad], original[~pad], **TOL["exact"])
     assert beyond(replaced[pad], original[pad], TOL["float32_kernels"]), "a padded position's output should depend on its embedding"
+    unmasked = last_hidden_state(bert.model, batch, attention_mask=None)
+    evidence.table("called without attention_mask", ["positions", "max |Δ last hidden| from the masked call"],
+                   [("real tokens", (unmasked - original)[~pad].abs().max())])
+    assert beyond(unmasked[~pad], original[~pad], TOL["float32_kernels"]), "without a mask, [PAD] keys are attended"

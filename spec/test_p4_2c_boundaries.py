@@ -259,6 +259,7 @@ def test_characters_outside_the_vocabulary_all_become_the_same_unk_token(bert, e
     所以在相同上下文中两个不同的未知字得到完全相同的 input ids，因而输出也相同；原来的字无法从 id 中恢复。这两个字来自 CJK 扩展 B 区，
     不在我们所知的任何 BERT 词表中（对被测词表做了检查）；上下文使用词表的语言，其中也可能有自己的 [UNK]。[UNK] 的 attention_mask 为 1，
     会被关注：平移它的 value 会改变每个 query 的 attention 输出（bertspec.tracing.probe）。
+    Asked in: ymcui/Chinese-BERT-wwm#221, gitabtion/BertBasedCorrectionModels#41, destwang/CTC2021#8, google-research/bert#65, ckiplab/ckip-transformers#7, PlayVoice/vits_chinese#104
     """
     tok = bert.tokenizer
     before, after = bert.texts.around_unknown

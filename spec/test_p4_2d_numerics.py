@@ -136,6 +136,7 @@ def test_a_fully_masked_row_is_uniform_under_finfo_min_only_while_the_scores_are
     key 1/T。在 float16 中，训练后模型大小的分数不会被吸收：分数 20、-30、5、40 得到 -65472、-inf、-65504、-65472，“被屏蔽”的行把
     1/2 分给其中两个 key；分数全都 ≤ -16 的行全是 -inf，于是 NaN。每个和都与精确和按 dtype 就近舍入（IEEE 就近舍入，超过最大有限数则为
     -inf）的结果核对。用 -inf 作 mask 时，softmax 减去行最大值，-inf - (-inf) = NaN，各 dtype 皆然。
+    Asked in: huggingface/transformers#31038, huggingface/transformers#31035, huggingface/transformers#31303, huggingface/transformers#35647, pytorch/pytorch#119131, huggingface/optimum#1100
     """
     dtype = DTYPES[dtype_name]
     floor = torch.finfo(dtype).min

@@ -9,14 +9,19 @@ Chromium.
 """
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from bertspec.handbook import claims, knowledge, render
+from bertspec.handbook.evidence import attention_batch, attention_probs
 from bertspec.models import versions
 from bertspec.proof import counterfeits, scope
+from bertspec.proof.examples import masked_batch, padded_batch
 from bertspec.proof.pages import (
     MAX_REPORT_BYTES,
     REPORTED,
@@ -80,40 +85,55 @@ def test_the_report_gives_every_claim_that_ran_a_bilingual_section_one_click_fro
 
 @pytest.mark.counterfeits("mask_dropped")
 def test_the_interactive_attention_view_holds_exactly_the_probabilities_the_model_computed(bert, evidence):
-    """The interactive attention view shows every layer and head of a padded batch, with the tokens, and [PAD] keys at exactly 0.
+    """The interactive attention view shows every layer and head of three example batches, with their tokens, exactly the probabilities the model computed, and [PAD] keys at exactly 0.
 
     The view (inline JavaScript drawing SVG in the one report file, nothing
-    fetched) is fed the probabilities the tracer recorded: observed on eager,
-    derived from the kernel's inputs on sdpa (a P1 claim checks they reproduce
-    the kernel's output). It stores an exact zero as 0 and every other value to
-    4 significant digits, so "exactly 0" stays distinguishable from "rounds to
-    0": the test checks that every [PAD] key holds 0 and every real key a
-    positive value within that rounding. Unlike bertviz, the view is offline
-    and marks padding.
+    fetched) shows a layer's heads side by side, one of them enlarged on a
+    click, on a colour scale from 0 to 1, for three of the claims' example
+    batches: the plan's sentence beside a shorter, padded one; a sentence pair
+    with its token types; three sentences with four [MASK]s. It is fed the
+    probabilities the tracer recorded: observed on eager, derived from the
+    kernel's inputs on sdpa (a P1 claim checks they reproduce the kernel's
+    output). They are stored as their float32 bytes, so the view holds exactly
+    what the model computed: every value read back equals the traced tensor
+    bit for bit, every [PAD] key is 0 and every real key positive. Unlike
+    bertviz, the view is offline and marks padding.
 
     Claim ID: P5.1b
     Question: Can I look at every layer's and head's attention, padding included?
     问题：能看到每一层、每个头的 attention 吗？padding 也能看到吗？
-    中文：交互式 attention 视图展示 padding batch 的每一层、每个头，带 token 标签，[PAD] key 处严格为 0。
-    原因：视图（报告文件中内联的 JavaScript 绘制 SVG，不加载任何外部内容）使用 tracer 记录的概率：eager 上是观测值，sdpa 上由内核
-    输入推导（P1 的一条结论检查它们复现内核输出）。精确的 0 存为 0，其余值保留 4 位有效数字，因此“严格为 0”与“舍入为 0”可以区分：
-    测试检查每个 [PAD] key 为 0、每个真实 key 为正并在舍入范围内。与 bertviz 不同，视图离线可用并标出 padding。
+    中文：交互式 attention 视图展示三个示例 batch 的每一层、每个头，带 token 标签，数值与模型算出的概率完全相同，[PAD] key 处严格为 0。
+    原因：视图（报告文件中内联的 JavaScript 绘制 SVG，不加载任何外部内容）把一层的所有头并排画出，点击其中一个即放大，颜色刻度从 0 到 1；
+    三个 batch 取自结论的示例：计划中的句子与一个较短、带 padding 的句子；一个带 token type 的句子对；三个句子、四个 [MASK]。
+    视图使用 tracer 记录的概率：eager 上是观测值，sdpa 上由内核输入推导（P1 的一条结论检查它们复现内核输出）。概率按 float32
+    的字节存储，因此视图中的值与模型算出的完全一致：读回的每个值与 trace 的张量逐位相等，每个 [PAD] key 为 0，每个真实 key 为正。
+    与 bertviz 不同，视图离线可用并标出 padding。
     """
-    batch = bert.example()
-    scope.attends_globally(bert, batch.input_ids.shape[1])
-    trace, _ = bert.trace(batch)
-    probs = trace.stack("probs")  # (L, B, H, T, T)
-    padded = (batch.attention_mask.cpu() == 0).tolist()
-    tokens = [bert.tokens(batch, row) for row in range(len(padded))]
-    evidence.attention_view("attention probabilities, every layer and head (select a sequence, layer and head)",
-                            tokens, probs, padded, derived=trace.all("probs")[0].source == "derived")
+    batches = {"a padded batch": padded_batch(bert), "a sentence pair (token types 0 and 1)": bert.encode(*bert.texts.pair),
+               "several [MASK]s": masked_batch(bert)}
+    traced = []
+    for name, batch in batches.items():
+        scope.attends_globally(bert, batch.input_ids.shape[1])
+        trace, _ = bert.trace(batch)
+        probs = trace.stack("probs")
+        traced.append((attention_batch(name, bert, batch, probs), probs))
+    evidence.attention_view("attention probabilities, every layer and head (choose a batch, a sequence and a layer; "
+                            "click a head to enlarge it)", [view for view, _ in traced],
+                            derived=trace.all("probs")[0].source == "derived")
     view = evidence.records[-1]
-    shown = torch.tensor(view["probs"], dtype=torch.float64)
-    pad_keys = torch.tensor(padded)[None, :, None, None, :].expand_as(shown)
+    rows = []
+    for shown_batch, (_, probs) in zip(view["batches"], traced):
+        shown = attention_probs(shown_batch)
+        pad_keys = torch.tensor(shown_batch["padded"])[None, :, None, None, :].expand_as(shown)
+        rows.append((shown_batch["name"], tuple(shown.shape), int(pad_keys.sum()), torch.equal(shown, probs.float())))
+        assert torch.equal(shown, probs.float()), shown_batch["name"]
+        assert bool((shown[pad_keys] == 0).all()) and bool((shown[~pad_keys] > 0).all()), shown_batch["name"]
+    evidence.table("what the view holds, read back", ["batch", "shape (L, B, H, T, T)", "[PAD]-key entries",
+                                                      "equal to the traced float32 tensor"], rows)
     assert (view["layers"], view["heads"]) == (bert.config.num_hidden_layers, bert.config.num_attention_heads)
-    assert bool(pad_keys.any()) and bool((shown[pad_keys] == 0).all())
-    assert bool((shown[~pad_keys] > 0).all())
-    torch.testing.assert_close(shown, probs.double(), atol=0.0, rtol=5e-4)
+    assert any(any(row) for row in view["batches"][0]["padded"]), "the first batch must show [PAD] keys"
+    assert len(view["batches"][2]["tokens"]) > 1 and sum(
+        row.count(bert.tokenizer.mask_token) for row in view["batches"][2]["tokens"]) > 1
 
 
 def readme_python_example() -> str:
@@ -201,3 +221,71 @@ def test_every_misconception_would_fail_a_claim_because_a_counterfeit_embodies_i
         assert m.refuted_by and all(declared), f"{m.wrong}: a refuting claim is missing or does not declare {m.counterfeit}"
     evidence.table("misconceptions", ["misconception", "counterfeit", "registered", "refuting claims", "all declare it"], rows)
     assert len(knowledge.MISCONCEPTIONS) >= 10
+
+
+# One claim, twice: without an evidence record and with one.
+CLAIM_AND_ITS_EVIDENCE = '''
+def claim(evidence, record):
+    """A claim that records {name}.
+
+    Why it holds: it asserts, and shows {name}.
+
+    Claim ID: P5.1a
+    Question: Does a claim pass without evidence?
+    问题：没有证据的结论能通过吗？
+    中文：记录了{name}的结论。
+    原因：它做了断言，并展示{name}。
+    """
+    assert "[PAD]" != "[MASK]"
+    if record:
+        evidence.text("shown", "the value")
+
+
+def test_showing_nothing(evidence):
+    claim(evidence, record=False)
+
+
+def test_showing_its_evidence(evidence):
+    claim(evidence, record=True)
+
+
+test_showing_nothing.__doc__ = claim.__doc__.format(name="no evidence")
+test_showing_its_evidence.__doc__ = claim.__doc__.format(name="one evidence record")
+'''
+
+
+def test_a_claim_that_passes_without_recording_its_evidence_is_reported_failed(tmp_path, evidence):
+    """A claim that passes but records no evidence is reported failed, with a line that says how to record it; the same claim with one evidence record passes.
+
+    The handbook shows, for every claim, the evidence it asserted on: a pass
+    that shows nothing is a verdict without its grounds, and a reader cannot
+    tell it from a claim that asserts nothing. The plugin enforces it when a
+    test's report is made (bertspec.handbook.collect.demand_evidence), so no
+    claim can slip through; counterfeit runs (their evidence is not read),
+    benchmarks (their evidence is the saved run) and test files that are no
+    claims are exempt. Checked by one pytest run, in a subprocess, of the same
+    claim twice: without an evidence record and with one.
+
+    Claim ID: P5.1a
+    Question: Can a claim pass in the handbook without showing any evidence?
+    问题：一条结论能不展示任何证据就在手册里通过吗？
+    中文：通过了却没有记录任何证据的结论会被报告为失败，并有一行说明如何记录；同一条结论记录一条证据后通过。
+    原因：手册为每条结论展示它所断言的证据：不展示任何东西的通过只是没有依据的判决，读者也分不清它和什么都不断言的结论。插件在生成测试报告时
+    强制这一点（bertspec.handbook.collect.demand_evidence），所以没有结论能漏过；反例运行（其证据不被读取）、基准（其证据是保存的运行）
+    以及不是结论的测试文件除外。这里在子进程中用一次 pytest 运行同一条结论两次：一次不记录证据，一次记录一条证据。
+    """
+    from bertspec.handbook.collect import NO_EVIDENCE
+
+    (tmp_path / "test_claim.py").write_text(CLAIM_AND_ITS_EVIDENCE, encoding="utf-8")
+    # The spec's own plugin and fixtures (the root conftest, loaded as a plugin), on a file outside spec/.
+    run = subprocess.run([sys.executable, "-m", "pytest", "test_claim.py", "-p", "bertspec.plugin", "-p", "conftest",
+                          "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir", str(tmp_path), "-v", "-rf"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"})
+    outcomes = dict(re.findall(r"^test_claim\.py::(\w+) (PASSED|FAILED)", run.stdout, re.MULTILINE))
+    failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
+    evidence.table("one claim, run by pytest without and with an evidence record", ["test", "outcome"],
+                   sorted(outcomes.items()))
+    evidence.text("pytest's line", "\n".join(failed))
+    assert outcomes == {"test_showing_nothing": "FAILED", "test_showing_its_evidence": "PASSED"}, run.stdout[-2000:]
+    assert failed and NO_EVIDENCE.split(":")[0] in failed[0]

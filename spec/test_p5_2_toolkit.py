@@ -1,15 +1,21 @@
-"""Chapter P5.2 — the toolkit as a user meets it, the quick reference, the Q&A knowledge base and the glossary.
+"""Chapter P5.2 — the toolkit as a user meets it, the quick reference, the Q&A knowledge base, the glossary and
+BERT in one page.
 
-Claims about the Q&A knowledge base render the handbook for every claim in
-spec/ from their docstrings, without running them.
+Claims about the Q&A knowledge base and the page as a whole render the
+handbook for every claim in spec/ from their docstrings, without running them
+(bertspec.proof.pages.every_claim_page).
 """
 
+import ast
+import json
+import re
+from html import unescape
 
+from markupsafe import Markup
 
-
-from bertspec.handbook import claims, collect, knowledge, render
+from bertspec.handbook import claims, collect, knowledge, render, walkthrough
 from bertspec.models import versions
-from bertspec.proof.pages import SPEC, sections, text_of
+from bertspec.proof.pages import REPORTED, SPEC, every_claim_page, sections, text_of
 from bertspec.tracing import masks
 from bertspec.tracing.modes import dropout_probabilities
 
@@ -34,10 +40,7 @@ def test_every_claim_in_the_spec_renders_as_a_question_with_its_answer_in_both_l
     渲染出的页面必须在 <claim ID>-<名称> 锚点下给每条结论一个小节，包含全部四段文字，并在其章节的问答索引中有一项。
     """
     discovered = claims.discover(SPEC)
-    collector = collect.Collector()
-    for claim in discovered.values():
-        collector.add(collect.synthetic_report(claim))
-    page = render.Page(collector, settings).html()
+    page = every_claim_page(settings).html()
     found = sections(page)
     rows = []
     for claim in discovered.values():
@@ -74,6 +77,48 @@ def test_every_test_in_the_spec_has_a_docstring_in_the_claim_format(request, evi
     evidence.table("docstrings", ["tests", "claim IDs used", "not in the format"],
                    [(len(request.session.items), len(ids), len(problems))])
     assert problems == []
+
+
+def test_the_handbook_puts_bert_first_and_the_questions_about_the_tool_in_an_appendix(settings, evidence):
+    """The handbook's Q&A index and its sections give BERT's chapters first and the claims about the tool itself last, in an appendix, each under its unchanged anchor.
+
+    A newcomer opens the handbook to learn BERT, not how bertspec refuses a bad
+    checkpoint or survives Ctrl-C. The claims about the tool and the spec
+    themselves are named once (bertspec.handbook.claims.ABOUT_THE_TOOL); the
+    page lists them after every BERT question in the Q&A index and shows their
+    sections after the knowledge base, just before the run log. Their anchors
+    stay ``<claim ID>-<name>``, so every link to them still lands. Checked on
+    the page of every claim in spec/: each name in the set is a claim there; the
+    index lists no tool question before a BERT one; the appendix holds exactly
+    the set; the front page's "start here" comes before the index and folds the
+    run's details.
+
+    Claim ID: P5.2c
+    Question: Where are the questions about the tool itself, rather than about BERT?
+    问题：关于工具本身（而不是 BERT）的问题放在哪里？
+    中文：手册的问答索引与各小节先给出 BERT 的章节，关于工具本身的结论放在最后的附录中，锚点保持不变。
+    原因：新手打开手册是为了学习 BERT，而不是看 bertspec 怎样拒绝错误的 checkpoint 或经受 Ctrl-C。关于工具与本规范本身的结论只在一处列出
+    （bertspec.handbook.claims.ABOUT_THE_TOOL）；页面在问答索引中把它们排在所有 BERT 问题之后，并把它们的小节放在知识库之后、运行日志之前。
+    它们的锚点仍是 <claim ID>-<名称>，所以指向它们的链接都还有效。这里用包含 spec/ 中全部结论的页面检查：集合中的每个名字都是那里的结论；
+    索引中没有任何工具问题排在 BERT 问题之前；附录恰好包含这个集合；首页的“从这里开始”在索引之前，本次运行的详情折叠起来。
+    """
+    discovered = claims.discover(SPEC)
+    html = every_claim_page(settings).html()
+    index = html[html.index('<section id="qa-index">'):html.index("</section>", html.index('<section id="qa-index">'))]
+    listed = re.findall(r'<li class="qa" data-filter><a href="#([^"]+)">', index)
+    tool = {claims.anchor(claims.parse(discovered[f].doc).claim_id, f) for f in claims.ABOUT_THE_TOOL if f in discovered}
+    in_appendix = [anchor in tool for anchor in listed]
+    appendix = html[html.index('<section class="chapter" id="appendix"'):html.index('<h2 id="run-log">')]
+    evidence.table("the Q&A index of every claim", ["questions", "BERT's", "the appendix's", "first appendix entry",
+                                                    "names in ABOUT_THE_TOOL that are no claim"],
+                   [(len(listed), in_appendix.count(False), in_appendix.count(True), in_appendix.index(True),
+                     sorted(claims.ABOUT_THE_TOOL - discovered.keys()))])
+    assert claims.ABOUT_THE_TOOL <= discovered.keys(), "every claim named as about the tool exists"
+    assert in_appendix == sorted(in_appendix), "no question about the tool before a question about BERT"
+    assert set(sections(appendix)) == tool and html.index('id="counterfeits"') < html.index('id="appendix"')
+    assert html.index('id="start-here"') < html.index('id="bert-in-one-page"') < html.index('id="qa-index"')
+    assert re.search(r'<details class="verdict">.*?<table class="identity">.*?</details>', html, re.DOTALL), \
+        "the run's details fold"
 
 
 # ---- P5.2a the toolkit ----
@@ -201,3 +246,121 @@ def test_every_glossary_term_links_to_claims_that_show_it(evidence):
     assert len(knowledge.GLOSSARY) >= 15
     for term in knowledge.GLOSSARY:
         assert term.zh and term.en and term.claims and all(c in discovered for c in term.claims), term.term
+
+
+def test_glossary_terms_in_claim_texts_link_to_their_entries_and_no_in_page_link_is_dead(settings, evidence):
+    """Where a claim's question, answer or explanation uses a glossary term, its first use in each language links to the term's entry, and every in-page link of the handbook lands on an element.
+
+    A newcomer reading "finfo.min" or "sdpa" in a claim can follow it to the
+    glossary. bertspec.handbook.render.Glosser links a term's words (the term,
+    or the words it ``says``, Chinese ones too) where they stand as whole words,
+    never inside code or another link, once per section and language. A link
+    whose target is gone would leave the reader nowhere, so the page of every
+    claim is checked: every ``href="#x"`` has an element with id ``x`` (the
+    glossary's anchors included), each anchor is used once, and the terms'
+    links are counted.
+
+    Claim ID: P5.2d
+    Question: Can I jump from a term in a claim to its definition?
+    问题：能从结论里的术语直接跳到它的定义吗？
+    中文：结论的问题、回答或解释用到术语表中的术语时，它在每种语言中的第一次出现都链接到该术语的条目；手册中的每个页内链接都指向存在的元素。
+    原因：新手在结论中读到 “finfo.min” 或 “sdpa” 时可以跳到术语表。bertspec.handbook.render.Glosser 在术语的词（术语本身或它的
+    says 中的词，也包括中文）作为完整的词出现时加上链接，从不在代码或其他链接之内，每个小节每种语言一次。目标不存在的链接会让读者无处可去，
+    所以检查包含全部结论的页面：每个 href="#x" 都有 id 为 x 的元素（包括术语表的锚点），每个锚点只用一次，并统计各术语的链接。
+    """
+    gloss = render.Glosser()
+    sample = gloss(render.inline("`attention_mask` or my_attention_mask, then attention_mask and attention_mask"))
+    in_a_link = render.Glosser()(Markup('<a href="#x">[PAD]</a> and [PAD]'))
+    chinese = render.Glosser()(render.inline("共享权重的 decoder"))
+    html = every_claim_page(settings).html()
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    targets = {unescape(t) for t in re.findall(r'href="#([^"]+)"', html)}
+    links = re.findall(r'<a href="#(term-[^"]+)">', html)
+    evidence.text("linked once, outside code and longer names", str(sample))
+    evidence.table("glossary links on the page of every claim", ["term", "anchor", "links"],
+                   [(t.term, t.anchor, links.count(t.anchor)) for t in knowledge.GLOSSARY])
+    evidence.table("in-page links", ["targets", "elements with an id", "targets without one", "ids used twice"],
+                   [(len(targets), len(ids), sorted(targets - set(ids)), sorted({i for i in ids if ids.count(i) > 1}))])
+    assert str(sample).count('href="#term-attention-mask"') == 1
+    assert str(sample).endswith('then <a href="#term-attention-mask">attention_mask</a> and attention_mask')
+    assert str(in_a_link) == '<a href="#x">[PAD]</a> and <a href="#term-pad">[PAD]</a>'
+    assert '<a href="#term-tied-weights">共享权重</a>' in str(chinese)
+    assert targets <= set(ids), "a link with no element to land on"
+    assert len(ids) == len(set(ids))
+    assert {t.anchor for t in knowledge.GLOSSARY} <= set(ids) and len(set(links)) >= len(knowledge.GLOSSARY) // 2
+
+
+def evidence_titles(claim: claims.Discovered) -> set[str]:
+    """The titles a claim's evidence calls spell out as string literals, read from its source."""
+    tree = ast.parse((SPEC.parent / claim.path).read_text(encoding="utf-8"))
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == claim.function)
+    return {call.args[0].value for call in ast.walk(function)
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.args
+            and isinstance(call.func.value, ast.Name) and call.func.value.id == "evidence"
+            and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)}
+
+
+def steps_of(html: str) -> dict[str, str]:
+    """BERT in one page: step anchor -> the HTML of that step."""
+    walk = html[html.index('<section id="bert-in-one-page">'):html.index('<section id="qa-index">')]
+    return {part.split('"', 1)[0]: part for part in walk.split('<li class="step" id="')[1:]}
+
+
+def test_bert_in_one_page_walks_from_the_input_to_the_loss_showing_this_runs_evidence_and_the_claims_that_prove_each_step(settings, written_report, evidence):
+    """BERT in one page walks from the tokens to the gradient in both languages, each step linked to the claims that prove it and showing the evidence one of them recorded in this run, or none when it did not run.
+
+    The walk (bertspec.handbook.walkthrough.STEPS) is the story a newcomer reads
+    first: tokens, embeddings, the mask from 2D to additive, scores + mask,
+    softmax with [PAD] keys at exactly 0, the layers, the head's transform, the
+    tied decoder and its bias, the logits, the loss with -100, the gradient at
+    labelled positions. Each step names claims that exist in spec/ and one
+    evidence record, by a title its claim records; the page copies that record
+    from this run rather than a figure typed in. Checked on made reports (every
+    step's claim passed with a record under that title, except one step whose
+    claim failed and one whose claim did not run at all) and on the report a
+    pytest run wrote, whose steps show evidence exactly where their claim ran.
+
+    Claim ID: P5.2d
+    Question: Is there a short walk through BERT, from the input to the loss?
+    问题：有没有一条从输入到 loss 的 BERT 简短导览？
+    中文：“BERT 一页纸”用两种语言从 token 走到梯度，每一步链接到证明它的结论，并显示其中一条结论在本次运行中记录的证据；结论没有运行时不显示证据。
+    原因：导览（bertspec.handbook.walkthrough.STEPS）是新手最先读的故事：token、嵌入、从二维到加性的 mask、分数 + mask、[PAD] key 严格为 0 的
+    softmax、各层、预测头的 transform、共享权重的 decoder 及其 bias、logits、带 -100 的 loss、有标签位置上的梯度。每一步列出 spec/ 中存在的结论，
+    并按标题指定其中一条结论记录的一项证据；页面从本次运行复制这项记录，而不是手写的图。这里用构造的报告检查（每一步的结论都以该标题的记录通过，
+    只有一步的结论失败、一步的结论根本没有运行），也用 pytest 运行写出的报告检查：其中的步骤恰好在结论运行过的地方显示证据。
+    """
+    discovered = claims.discover(SPEC)
+    failed, absent = walkthrough.STEPS[1].shows[0], walkthrough.STEPS[2].shows[0]
+    collector = collect.Collector()
+    for function in {f for step in walkthrough.STEPS for f in step.claims if f in discovered and f != absent}:
+        report = collect.synthetic_report(discovered[function], failure="made to fail" if function == failed else "")
+        report.bertspec["evidence"] = [{"kind": "table", "title": title, "columns": ["made for"],
+                                        "rows": [[f"evidence of {function}"]]}
+                                       for claim, title in (s.shows for s in walkthrough.STEPS) if claim == function]
+        collector.add(report)
+    made = render.Page(collector, settings).html()
+    shown = steps_of(made)
+    written = written_report.read_text(encoding="utf-8")
+    ran = {c["function"] for c in json.loads(written_report.with_suffix(".json").read_text())["claims"]
+           if c["outcome"] == "passed"}
+    rows = []
+    for step in walkthrough.STEPS:
+        claim, title = step.shows
+        html = shown[step.anchor]
+        rows.append((step.key, len(step.claims), claim, title in evidence_titles(discovered[claim]),
+                     f"evidence of {claim}" in html, 'class="step-evidence"' in steps_of(written)[step.anchor]))
+        assert all(f in discovered for f in step.claims) and claim in step.claims, step.key
+        assert title in evidence_titles(discovered[claim]), f"{step.key}: {claim} records no {title!r}"
+        assert text_of(render.inline(step.zh)) in text_of(html) and text_of(render.inline(step.en)) in text_of(html)
+        assert (f"evidence of {claim}" in html) == (claim not in (failed, absent)), step.key
+        assert ('class="step-evidence"' in steps_of(written)[step.anchor]) == (claim in ran), step.key
+        for function in step.claims:
+            if function != absent:
+                assert f'href="#{collector.by_function()[function].anchor}"' in html, (step.key, function)
+    start_here = made[made.index('<section id="start-here">'):made.index("</section>", made.index('id="start-here"'))]
+    evidence.table("the steps, on made reports and on the written one",
+                   ["step", "claims", "its evidence from", "a title that claim records", "shown (made)",
+                    "shown (written report)"], rows)
+    assert {r.split("::")[1] for r in REPORTED} & {step.shows[0] for step in walkthrough.STEPS}, \
+        "the written report runs a claim whose evidence a step shows"
+    assert len(re.findall(r"<li><a href=", start_here)) == len(walkthrough.STEPS) - 1  # the absent claim: no link

@@ -2,28 +2,56 @@
 
 Every claim of P1–P6 runs on each family with ``--family all`` (the bundled
 RoBERTa, DistilBERT, ALBERT, ELECTRA generator and ModernBERT beside BERT,
-fixtures/family/) or on any family's checkpoint with ``--bert-model``. Where a
+fixtures/family/) or on any family's checkpoint with ``--bert-model``; the
+default run runs this chapter's claims, and a few of P2–P4 that teach what
+carries over (marked ``across_families``), on every bundled family too. Where a
 family's mechanism is another one, the general claim skips saying so and names
 the claim here that shows the family's own mechanism, asserted on that model
 (P7.2). The handbook's comparison table (P7.3) is built from those skips.
 """
 
+import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from bertspec.handbook import claims, collect, render, verdicts
 from bertspec.models import anatomy, versions
-from bertspec.tracing import probe
+from bertspec.plugin import COLLECTOR
 from bertspec.proof import scope
 from bertspec.proof.tolerances import TOL, kernel_tolerance
+from bertspec.tracing import probe
 from bertspec.tracing.trace import module_path
+
+# Chapter P7 is the family's evidence: each of its claims runs on every bundled family in the default run too.
+pytestmark = pytest.mark.across_families
 
 
 def only(model, family: str) -> None:
     if model.anatomy.family != family:
         scope.not_applicable(model, f"a mechanism of {anatomy.FAMILIES[family].name}, shown on the {family} model")
+
+
+def one_token_repeated(bert, length: int):
+    """One row of ``length`` real tokens, all the example's first ordinary token: only the positions differ."""
+    token = bert.tokenizer.convert_tokens_to_ids(bert.tokenizer.tokenize(bert.texts.short)[0])
+    return bert.batch(torch.full((1, length), token, device=bert.device))
+
+
+def position_ids_used(bert, batch) -> torch.Tensor:
+    """The position ids the model itself made for ``batch``: what its position table was indexed with."""
+    seen = []
+    table = bert.module(bert.anatomy.position_embeddings)
+    handle = table.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    try:
+        bert.last_hidden(batch)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 # ---- P7.1 the same claims on each family ----
@@ -82,21 +110,26 @@ def test_roberta_counts_positions_from_after_padding_idx_so_left_padding_leaves_
 
     RobertaEmbeddings computes, when no position_ids are passed,
     ``cumsum(ids ≠ pad) · (ids ≠ pad) + pad`` (create_position_ids_from_input_ids),
-    where BERT uses 0..T-1 for every row. So RoBERTa's table has two rows
-    more than its usable length (roberta-base: 514 for 512 tokens; bertspec
-    counts max_positions from this), and left padding, which shifts BERT's
-    positions (P4.1b), leaves RoBERTa's real tokens at their positions. Checked
-    on the traced position embeddings of a right- and a left-padded batch; the
-    counterfeit roberta_positions_from_zero (BERT's 0..T-1) fails it.
+    where BERT uses 0..T-1 for every row. So RoBERTa's table has padding_idx + 1
+    rows more than its usable length (roberta-base: 514 for 512 tokens), and
+    left padding, which shifts BERT's positions (P4.1b), leaves RoBERTa's real
+    tokens at their positions. Checked on the traced position embeddings of a
+    right- and a left-padded batch, and on the ids the model makes for the
+    longest input bertspec allows (max_positions tokens): they end on the
+    table's last row, so no shorter limit wastes rows and one more token would
+    need a row the table lacks. The counterfeit roberta_positions_from_zero
+    (BERT's 0..T-1) fails it.
 
     Claim ID: P7.2
     Question: How does RoBERTa number positions, and why can it be padded on the left?
     问题：RoBERTa 怎样给位置编号？为什么它可以在左侧 padding？
     中文：RoBERTa 把真实 token 编号为 padding_idx + 1、padding_idx + 2……，每个 [PAD] 位置编号为 padding_idx 本身，因此同一句话无论怎样 padding 都得到相同的位置嵌入。
     原因：不传 position_ids 时，RobertaEmbeddings 计算 cumsum(ids ≠ pad) · (ids ≠ pad) + pad（create_position_ids_from_input_ids），
-    而 BERT 对每一行都用 0..T-1。所以 RoBERTa 的位置表比可用长度多两行（roberta-base 为 514 行对应 512 个 token；bertspec 据此计算
-    max_positions），而会让 BERT 的位置错开的左侧 padding（P4.1b）不会移动 RoBERTa 真实 token 的位置。在右侧与左侧 padding 的 batch 上
-    用 trace 到的位置嵌入检查；反例 roberta_positions_from_zero（BERT 的 0..T-1）使它失败。
+    而 BERT 对每一行都用 0..T-1。所以 RoBERTa 的位置表比可用长度多 padding_idx + 1 行（roberta-base 为 514 行对应 512 个 token），
+    而会让 BERT 的位置错开的左侧 padding（P4.1b）不会移动 RoBERTa 真实 token 的位置。在右侧与左侧 padding 的 batch 上用 trace 到的
+    位置嵌入检查，并检查模型为 bertspec 允许的最长输入（max_positions 个 token）生成的位置 id：它们恰好止于位置表的最后一行，
+    所以更短的上限会浪费表行，而多一个 token 就需要表中没有的一行。反例 roberta_positions_from_zero（BERT 的 0..T-1）使它失败。
+    Asked in: huggingface/transformers#11242, huggingface/transformers#10736, huggingface/transformers#15292, huggingface/transformers#9116, huggingface/transformers#1761, huggingface/transformers#19265, facebookresearch/fairseq#1187, VinAIResearch/PhoBERT#35, vickyzayats/roberta_tf_ckpt#3
     """
     only(bert, "roberta")
     a, pad = bert.anatomy, bert.config.pad_token_id
@@ -111,9 +144,12 @@ def test_roberta_counts_positions_from_after_padding_idx_so_left_padding_leaves_
         rows += [(side, r, bert.tokens(batch, r)[0], expected[r].tolist()) for r in range(2)]
         assert torch.equal(used, table[expected]), f"{side}-padded: position embeddings are not table[positions]"
     evidence.table(f"position ids (padding_idx = {pad})", ["padding", "row", "first token", "position id per position"], rows)
-    evidence.table("the position table", ["rows", "usable positions (bertspec's max_positions)", "type_vocab_size"],
-                   [(table.shape[0], bert.max_positions, bert.config.type_vocab_size)])
-    assert bert.max_positions == table.shape[0] - pad - 1
+    longest = position_ids_used(bert, one_token_repeated(bert, bert.max_positions))[0]
+    evidence.table("the longest input bertspec allows", ["tokens (max_positions)", "position ids the model made",
+                                                         "rows in the position table"],
+                   [(bert.max_positions, f"{int(longest[0])} … {int(longest[-1])}", table.shape[0])])
+    assert torch.equal(longest.cpu(), torch.arange(pad + 1, pad + 1 + bert.max_positions)), "from padding_idx + 1"
+    assert int(longest[-1]) == table.shape[0] - 1, "the longest input ends on the table's last row"
 
 
 # ---- P7.2 DistilBERT ----
@@ -142,6 +178,7 @@ def test_distilbert_has_no_token_types_and_receives_its_padding_mask_by_its_own_
     （logits 不变）：一个无声的陷阱（bertspec/models/versions.py 的 DISTILBERT_TOKEN_TYPE_IDS）。mask：4.57 的 eager attention 以 mask= 接收
     原始的二维 0/1 mask，自己用 masked_fill 屏蔽 padding 的 key；它的 sdpa 类与 5.x 接收四维 mask，5.x 用 BERT 的参数名 attention_mask
     （bertspec.models.anatomy 中它的 MaskRoute）。反例 mask_dropped（每个 attention 都拿不到 mask）使它失败。
+    Asked in: huggingface/transformers#6900, jina-ai/executors#16, huggingface/transformers#19766
     """
     from bertspec.tracing import masks
 
@@ -205,6 +242,7 @@ def test_albert_runs_one_layers_weights_num_hidden_layers_times_on_embeddings_pr
     每次调用的输出就是这一层作用于上一次调用的输出——通过在每个记录到的输入上调用该层自己的 forward 来检查。
     它的嵌入是分解的：词表 × E，再由 embedding_hidden_mapping_in（E → H）在第一层之前投影一次（albert-base-v2：E = 128，H = 768）。
     反例 albert_layers_untied（每层有自己的权重）使它失败。
+    Asked in: google-research/google-research#110, google-research/albert#175, google-research/albert#210, lonePatient/albert_pytorch#48, brightmart/albert_zh#133, huggingface/transformers#1950
     """
     only(bert, "albert")
     a, config = bert.anatomy, bert.config
@@ -379,9 +417,7 @@ def test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_positi
     only(bert, "modernbert")
     a, config = bert.anatomy, bert.config
     heads = config.num_attention_heads
-    ids = torch.full((1, 6), bert.tokenizer.convert_tokens_to_ids(bert.tokenizer.tokenize(bert.texts.short)[0]),
-                     device=bert.device)
-    trace, _ = bert.trace(bert.batch(ids))
+    trace, _ = bert.trace(one_token_repeated(bert, 6))
     same = trace.tensor(a.embeddings)[0]
     trace, _ = bert.trace(bert.example(padded=False))
     rows = []
@@ -444,6 +480,7 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
     在全局层中改变每个 query。（在 transformers 4.57 上，ModernBERT 在 flash-attention 路径上还会去掉
     padding 运行——只把真实 token 拼接起来；5.x 没有模型级的去 padding。两个版本的 eager 与 sdpa 上每一层都在带 padding 的
     [B, H, T, T] 上计算，概率的形状说明了这一点。）反例：modernbert_all_global。
+    Asked in: vllm-project/semantic-router#3406, huggingface/transformers#35158
     """
     only(bert, "modernbert")
     config = bert.config
@@ -474,75 +511,97 @@ def test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_eve
 
 # ---- P7.3 the comparison table ----
 
-TABLE_CASES = {  # claim -> per family: how its run ended (passed, unless a scope verdict or a failure is given)
-    "test_padded_keys_get_exactly_zero_attention_probability": {"bert": {}, "roberta": {}, "modernbert": {}},
-    "test_omitted_position_ids_count_from_0_to_t_minus_1": {
-        "bert": {},
-        "roberta": {"verdict": scope.Verdict(scope.DIFFERS, "RoBERTa", "its positions count from padding_idx + 1",
-                                             scope.ROBERTA_POSITIONS)},
-        "modernbert": {"verdict": scope.Verdict(scope.DIFFERS, "ModernBERT", "rotary positions",
-                                                scope.MODERNBERT_ROTARY)}},
-    "test_pooler_output_is_tanh_of_a_dense_layer_on_the_cls_hidden_state_not_that_state_itself": {
-        "bert": {}, "roberta": {"failure": "AssertionError: pooler_output is not the [CLS] state"},
-        "modernbert": {"verdict": scope.Verdict(scope.NOT_APPLICABLE, "ModernBERT", "ModernBertModel has no pooler")}},
-}
-EXPECTED_VERDICTS = {
-    "test_padded_keys_get_exactly_zero_attention_probability": ["holds", "holds", "holds"],
-    "test_omitted_position_ids_count_from_0_to_t_minus_1": ["holds", "differs", "differs"],
-    "test_pooler_output_is_tanh_of_a_dense_layer_on_the_cls_hidden_state_not_that_state_itself": ["holds", "fails", "n/a"],
+STAND_IN_FAMILIES = ("bert", "roberta", "modernbert")
+STAND_IN = {  # claim -> per family above: how its made-up run ended (passed unless a verdict or failure), its cell
+    "test_padded_keys_get_exactly_zero_attention_probability": [({}, "holds")] * 3,
+    "test_omitted_position_ids_count_from_0_to_t_minus_1": [
+        ({}, "holds"),
+        ({"verdict": scope.Verdict(scope.DIFFERS, "RoBERTa", "from padding_idx + 1", scope.ROBERTA_POSITIONS)}, "differs"),
+        ({"verdict": scope.Verdict(scope.DIFFERS, "ModernBERT", "rotary", scope.MODERNBERT_ROTARY)}, "differs")],
+    "test_pooler_output_is_tanh_of_a_dense_layer_on_the_cls_hidden_state_not_that_state_itself": [
+        ({}, "holds"), ({"failure": "AssertionError: stand-in failure, not a result"}, "fails"),
+        ({"verdict": scope.Verdict(scope.NOT_APPLICABLE, "ModernBERT", "ModernBertModel has no pooler")}, "n/a")],
 }
 
 
-def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails(
-        settings, evidence):
-    """The handbook's comparison table gives every claim one cell per architecture: holds, differs (linked to the claim that shows how), not applicable (with why) or fails, in both languages.
+def check_this_runs_table(table, evidence) -> None:
+    """The rows reported on every family so far: a P7.2 claim holds on its own family alone (every family run: on
+    one), n/a naming it on the others; a differing cell links to a P7.2 claim."""
+    rows = [(result, cells) for result, cells in table.rows
+            if {run.family for run in result.runs} >= set(table.families)]
+    evidence.table("this run's table: the claims reported on every family before this one", ["claim", *table.names],
+                   [(r.function, *(c.kind for c in cells)) for r, cells in rows],
+                   note=None if rows else "none yet in this process (random order, or another -n worker ran them)")
+    for result, cells in rows:
+        shown_by = [cell.shown_by for cell in cells if cell.kind == scope.DIFFERS]
+        assert all("Claim ID: P7.2" in globals()[function].__doc__ for function in shown_by), result.function
+        if result.claim.claim_id == "P7.2":
+            holds = [name for name, cell in zip(table.names, cells) if cell.kind == "holds"]
+            assert all(cell.kind in ("holds", scope.NOT_APPLICABLE) for cell in cells), result.function
+            assert len(holds) == 1 if set(table.families) == set(anatomy.FAMILIES) else len(holds) <= 1
+            assert all(holds[0] in cell.why for cell in cells if cell.kind == scope.NOT_APPLICABLE), result.function
 
-    The table is read off the runs, never typed: a claim that passed on a
-    family holds there; one that skipped with ``scope.differs`` differs, and
-    its cell links to the claim named in the reason, which shows that family's
-    own mechanism; one that skipped with ``scope.not_applicable`` gets n/a and
-    the reason; a failure shows as a failure. Checked by rendering the page
-    from reports of three real claims on three families with each outcome (the
-    reports are made, not run, so every verdict kind appears whatever this
-    session ran); a --family run shows the same table for all its claims.
 
-    Claim ID: P7.3
-    Question: Which BERT claims hold for RoBERTa, DistilBERT, ALBERT, ELECTRA and ModernBERT, and which differ?
-    问题：哪些关于 BERT 的结论对 RoBERTa、DistilBERT、ALBERT、ELECTRA 和 ModernBERT 同样成立，哪些不同？
-    中文：手册的对照表为每条结论在每个架构上给一个格子：成立、机制不同（链接到说明差异的结论）、不适用（附原因）或失败，中英文并列。
-    原因：表格由运行结果得出，从不手写：在某个家族上通过的结论在那里成立；以 scope.differs 跳过的结论标为“机制不同”，格子链接到
-    原因中指名的那条结论，它展示该家族自己的机制；以 scope.not_applicable 跳过的结论标为“不适用”并附原因；失败就显示为失败。
-    这里用三条真实结论在三个家族上的各种结果（报告是构造的而非运行得到的，所以无论本次会话运行了什么，每种判定都会出现）渲染页面来检查；
-    --family 运行对它的全部结论给出同样的表格。
-    """
-    import dataclasses
-    import re
-    from pathlib import Path
-
-    from bertspec.handbook import claims, collect, render, verdicts
-
+def check_the_stand_in_verdicts(settings, evidence) -> None:
+    """The page rendered from made-up reports of three real claims on three families, one with each outcome."""
     discovered = claims.discover(Path(__file__).resolve().parent)
-    families = ("bert", "roberta", "modernbert")
+    families = STAND_IN_FAMILIES
     collector = collect.Collector()
-    for function, outcomes in TABLE_CASES.items():
-        for family, ending in outcomes.items():
+    for function, runs in STAND_IN.items():
+        for family, (ending, _) in zip(families, runs):
             collector.add(collect.synthetic_report(discovered[function], f"eager-{family}", family, **ending))
     for shown_by, family in ((scope.ROBERTA_POSITIONS, "roberta"), (scope.MODERNBERT_ROTARY, "modernbert")):
         collector.add(collect.synthetic_report(discovered[shown_by], f"eager-{family}", family))
     page = render.Page(collector, dataclasses.replace(settings, model_path=None, families=families))
     table = page.part("families")
-    found = {}
-    for result in page.results:
-        if result.function in TABLE_CASES:
-            found[result.function] = [page.family_table.verdict(result, f).kind for f in families]
-            row = re.search(rf'<tr data-filter><th><a href="#{re.escape(result.anchor)}">.*?</th>(.*?)</tr>', table, re.S)
-            cells = re.findall(r'<td class="verdict ([^"]+)"', row.group(1))
-            assert cells == EXPECTED_VERDICTS[result.function], result.function  # the cells, in family order
-    evidence.table("verdicts rendered", ["claim", *families], [(f, *kinds) for f, kinds in found.items()])
-    assert found == EXPECTED_VERDICTS
+    found = {}  # claim -> its rendered cells, in family order
+    for result in (page.by_function[function] for function in STAND_IN):
+        row = re.search(rf'<tr data-filter><th><a href="#{re.escape(result.anchor)}">.*?</th>(.*?)</tr>', table,
+                        re.DOTALL)
+        found[result.function] = re.findall(r'<td class="verdict ([^"]+)"', row.group(1))
+    evidence.table("stand-in reports, not this run's results: the cells they render", ["claim", *families],
+                   [(f, *kinds) for f, kinds in found.items()],
+                   note="made-up reports, so that every kind of cell is checked whatever this session ran")
+    assert found == {function: [kind for _, kind in runs] for function, runs in STAND_IN.items()}
     differs = page.by_function[scope.ROBERTA_POSITIONS]
     assert f'href="#{differs.anchor}"' in table, "a differing cell links to the claim that shows how"
-    assert "ModernBertModel has no pooler" in table and "pooler_output is not the [CLS] state" in table
+    assert "ModernBertModel has no pooler" in table and "stand-in failure, not a result" in table
     for zh, en, mark in verdicts.VERDICTS.values():
         assert f"{mark} {zh}" in table and en in table, "each mark is in the legend in both languages"
     assert all(anatomy.FAMILIES[f].name in table for f in families)
+
+
+def test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails(
+        request, settings, evidence):
+    """The handbook's comparison table gives every claim that ran per family one cell per architecture: holds, differs (linked to the claim that shows how), not applicable (with why) or fails, in both languages.
+
+    The table is read off the runs: passed is holds; a ``scope.differs`` skip
+    differs, linked to the claim that shows that family's own mechanism; a
+    ``scope.not_applicable`` skip is n/a with its reason; a failure fails. The
+    default run runs chapter P7 and the claims marked ``across_families`` on
+    every bundled family (``--family all``: every claim). Checked on this run's
+    table as far as this process has run it: each P7.2 claim holds on its own
+    family alone, n/a naming it on the others; each differing cell links to a
+    P7.2 claim; its census adds up to the front page's count. A green run has
+    no failing cell, so every kind is also rendered from made-up reports,
+    shown as such, never as a result.
+
+    Claim ID: P7.3
+    Question: Which BERT claims hold for RoBERTa, DistilBERT, ALBERT, ELECTRA and ModernBERT, and which differ?
+    问题：哪些关于 BERT 的结论对 RoBERTa、DistilBERT、ALBERT、ELECTRA 和 ModernBERT 同样成立，哪些不同？
+    中文：手册的对照表为每条按家族运行的结论在每个架构上给一个格子：成立、机制不同（链接到说明差异的结论）、不适用（附原因）或失败，中英文并列。
+    原因：表格由运行结果得出：通过即成立；以 scope.differs 跳过为“机制不同”，链接到展示该家族自己机制的结论；以 scope.not_applicable
+    跳过为“不适用”并附原因；失败即失败。默认运行在每个自带家族模型上运行第 P7 章及标记为 across_families 的结论（--family all：每条结论）。
+    这里检查本次运行的表格（以本进程已运行的部分为限）：每条 P7.2 结论只在它自己的家族上成立，在其他家族上为“不适用”并指名该家族；
+    每个“机制不同”的格子链接到一条 P7.2 结论；表格的分类加起来等于首页的计数。全部通过的运行没有“失败”的格子，所以每种格子还用构造的报告
+    渲染检查，这些报告标明是构造的，从不当作结果展示。
+    """
+    page = render.Page(request.config.stash[COLLECTOR], settings)  # this session's reports so far (this worker's)
+    table = page.family_table
+    evidence.table("this run's claims so far, as the comparison table places them", ["", "claims"],
+                   [("the front page's count", page.counts.claims),
+                    *((verdicts.PARTS[part], n) for part, n in table.census.items())])
+    assert table.accounted == page.counts.claims, "each claim on the front page is a row, run once, or a benchmark"
+    if table.per_family:
+        check_this_runs_table(table, evidence)
+    check_the_stand_in_verdicts(settings, evidence)

@@ -24,10 +24,12 @@ def write_atomically(path, text: str) -> Path:
     return path
 
 
-def report_writes_atomically(config) -> None:
-    """pytest-html writes report.html in place (``open("w")`` then write): route its one write through ours."""
+def report_writes_atomically(config, finish=lambda text: text) -> None:
+    """pytest-html writes report.html in place (``open("w")`` then write): route its one write through ours, the
+    page's text passed through ``finish`` first."""
     from pytest_html.basereport import BaseReport
 
     for reporter in config.pluginmanager.get_plugins():
         if isinstance(reporter, BaseReport):
-            reporter._write_report = lambda text, reporter=reporter: write_atomically(reporter._report_path, text)
+            reporter._write_report = lambda text, reporter=reporter: write_atomically(reporter._report_path,
+                                                                                      finish(text))

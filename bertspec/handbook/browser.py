@@ -10,7 +10,8 @@ from contextlib import contextmanager
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1300,1000")
+         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+LAPTOP = (1366, 768)  # the smallest common laptop screen: the handbook's first screen must fit in it
 
 
 def missing() -> str | None:
@@ -27,13 +28,14 @@ def missing() -> str | None:
 
 
 @contextmanager
-def chromium():
-    """A Selenium driver for headless Chromium that records the console."""
+def chromium(window: tuple[int, int] = LAPTOP):
+    """A Selenium driver for headless Chromium, its window ``window`` (width, height) pixels, that records the
+    console."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for flag in FLAGS:
+    for flag in (*FLAGS, "--window-size={},{}".format(*window)):
         options.add_argument(flag)
     options.binary_location = next(shutil.which(name) for name in CHROMIUM if shutil.which(name))
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -46,3 +48,13 @@ def chromium():
 
 def console_errors(driver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def open_page(driver, path) -> None:
+    """Open a page as a reader does and wait until it is whole: a report's run log is unpacked and drawn after the
+    load event (assets/run_log.js), so wait for it where the page has one."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(path.as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        "return !document.getElementById('data-container') || document.body.dataset.runLog === 'ready'"))

@@ -101,7 +101,7 @@ class Run:
     outcome: str  # passed, failed, error, skipped
     reason: str  # why skipped, or the failure's last line
     evidence: list
-    family: str | None = None  # the family --family ran it on; None: the claim does not run per family
+    family: str | None = None  # the family it ran on (--family, or an across_families claim); None: one model
     verdict: scope.Verdict | None = None  # skipped by bertspec.proof.scope: why the claim does not apply
 
 

@@ -11,13 +11,15 @@ Record kinds (``record["kind"]``):
   ``text``      title, text (shown preformatted)
   ``code``      title, code, language
   ``figure``    title, svg (an SVG document whose text the browser renders)
-  ``attention`` title, tokens, probs, padded, ... (the interactive attention view)
+  ``attention`` title, layers, heads, batches: each name, tokens, padded, types, shape, probs (float32, base64)
 Any record may carry ``derived: True`` (the values were recomputed from a
 kernel's inputs, not observed) and a ``note``.
 """
 
+import base64
 import io
 import math
+import re
 
 import pytest
 
@@ -44,7 +46,36 @@ def svg(fig) -> str:
         fig.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG goes inline in HTML
+    return compact(text[text.index("<svg"):])  # drop the XML prolog and DOCTYPE: the SVG goes inline in HTML
+
+
+# Matplotlib's SVG repeats each label's font list, indents every element and writes coordinates to 6 decimals:
+# the page carries every figure of every run, so the same drawing is written in half the bytes.
+_FONT = re.compile(r"font-family: ([^;\"]+)")
+_NUMBER = re.compile(r"(-?\d+\.\d\d)\d+")
+
+
+def _attribute(value: str) -> str:
+    if value.startswith("data:"):  # an embedded image: its base64 is broken over lines, which mean nothing there
+        return "".join(value.split())
+    return _NUMBER.sub(r"\1", " ".join(value.split()))
+
+
+def compact(text: str) -> str:
+    """The same drawing in fewer bytes: no metadata or indentation, coordinates to 0.01 pt (a pixel is 0.75 pt),
+    the font list once in the style sheet, no id that nothing refers to (matplotlib names every group). Text
+    between tags (the labels) is left as it is."""
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
+    referenced = set(re.findall(r'(?:url\(|href=")#([^)"]+)', text))
+    text = re.sub(r' id="([^"]+)"', lambda m: m.group(0) if m.group(1) in referenced else "", text)
+    text = re.sub(r">\s+<", "><", text)
+    text = re.sub(r'="([^"]*)"', lambda m: f'="{_attribute(m.group(1))}"', text)
+    families = _FONT.findall(text)
+    if families:
+        common = max(set(families), key=families.count)
+        text = text.replace(f"; font-family: {common}", "").replace(
+            "</style>", f" text{{font-family: {common}}}</style>", 1)
+    return text
 
 
 class Evidence:
@@ -79,16 +110,33 @@ class Evidence:
     def figure(self, title: str, fig, derived: bool = False, note: str | None = None) -> None:
         self._add("figure", title, derived, note, svg=svg(fig))
 
-    def attention_view(self, title: str, tokens, probs, padded, derived: bool = False, note=None) -> None:
-        """probs (L, B, H, T, T), tokens [B][T], padded [B][T]: every layer and head of a batch, for the interactive view.
+    def attention_view(self, title: str, batches: list[dict], derived: bool = False, note=None) -> None:
+        """The interactive view of every layer and head of several example batches (each from :func:`attention_batch`)."""
+        layers, _, heads, _, _ = batches[0]["shape"]
+        self._add("attention", title, derived, note, batches=batches, layers=layers, heads=heads)
 
-        An exact zero is stored as the integer 0 and every other probability to 4
-        significant digits, so the view can tell "exactly 0" from "rounds to 0".
-        """
-        values = [[[[[float(f"{p:.4g}") if p else 0 for p in row] for row in head] for head in seq] for seq in layer]
-                  for layer in probs.detach().cpu().double().tolist()]
-        self._add("attention", title, derived, note, tokens=tokens, padded=padded, probs=values,
-                  layers=probs.shape[0], heads=probs.shape[2])
+
+def attention_batch(name: str, bert, batch, probs) -> dict:
+    """One example batch of the attention view: its tokens, which are [PAD], their token types, and probs
+    (L, B, H, T, T) as the float32 values the model computed.
+
+    The probabilities are written as their float32 bytes (little-endian, base64): exact by construction, and at
+    5.3 characters a value a third of their shortest decimal form, so a 12-layer model's view still fits the page.
+    """
+    values = probs.detach().cpu().float().numpy().astype("<f4")  # a copy in that byte order, contiguous
+    rows = range(batch.input_ids.shape[0])
+    return {"name": name, "tokens": [bert.tokens(batch, row) for row in rows],
+            "padded": (batch.attention_mask.cpu() == 0).tolist(), "types": batch.token_type_ids.cpu().tolist(),
+            "shape": list(values.shape), "probs": base64.b64encode(values.tobytes()).decode("ascii")}
+
+
+def attention_probs(record: dict):
+    """A view batch's probabilities back as the float32 tensor (L, B, H, T, T) they were written from."""
+    import numpy as np
+    import torch
+
+    values = np.frombuffer(base64.b64decode(record["probs"]), dtype="<f4").reshape(record["shape"])
+    return torch.from_numpy(values.astype(np.float32))
 
 
 class Unread(Evidence):

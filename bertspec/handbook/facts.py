@@ -20,6 +20,9 @@ def identity(settings) -> dict[str, str]:
         where = "bundled family models (fixtures/family/): " + ", ".join(settings.families)
     else:
         where = "bundled (fixtures/default-model)" if settings.model_path is None else str(folders[0])
+        also = [family for family in settings.families_of(across=True) if family != "bert"]
+        if also:  # the default run: chapter P7 and the claims marked across_families run on every family's model
+            where += "; chapter P7 and the claims marked across_families also on fixtures/family/: " + ", ".join(also)
     return {
         "model / 模型": where,
         "size / 规模": "; ".join(shape(read_json(folder / "config.json")) for folder in folders),
@@ -33,9 +36,11 @@ def identity(settings) -> dict[str, str]:
 
 
 def families(settings) -> list[str]:
-    """The families this run covered: --family's, or the one of the model under test."""
-    if settings.families:
-        return list(settings.families)
+    """The families this run covered: --family's, every bundled one in the default run (the claims marked
+    across_families run on each), or the one of --bert-model's checkpoint."""
+    marked = settings.families_of(across=True)
+    if marked:
+        return list(marked)
     model_type = read_json(settings.source().folder / "config.json").get("model_type")
     a = anatomy.of_model_type(model_type)
     return [a.family if a else "bert"]

@@ -15,6 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+# A claim's evidence column is about 550 px wide in a 1366 px window (eager | sdpa side by side): a figure drawn at
+# most that wide is shown at its own size, where labels of 9 pt are 12 px. Wider, the page scales it down.
+COLUMN_INCHES = 5.6  # 403 pt = 537 px
+LABEL_PT = 9
+
 plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC", "WenQuanYi Zen Hei",
                                    "DejaVu Sans"]
 
@@ -40,9 +45,9 @@ def masked_value_label(values: torch.Tensor, hidden: torch.Tensor) -> str:
 
 
 def _token_axes(ax, tokens, rows: bool):
-    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=LABEL_PT)
     if rows:
-        ax.set_yticks(range(len(tokens)), tokens, fontsize=8)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=LABEL_PT)
     else:
         ax.set_yticks([])
 
@@ -50,21 +55,21 @@ def _token_axes(ax, tokens, rows: bool):
 def mask_path_figure(mask_2d, allowed_row, masked_scores, probs, tokens, title: str):
     """Four panels, one padded sequence: 2D mask → what the layer allows → scores + mask → softmax."""
     hidden = mask_2d == 0
-    fig, axes = plt.subplots(2, 2, figsize=(8.5, 7.5), gridspec_kw={"height_ratios": [1, 4]})
-    panels = [
-        (mask_2d.reshape(1, -1).float(), "1. attention_mask (2D input): 1 = real, 0 = [PAD]", "Greys_r"),
-        (allowed_row.reshape(1, -1).float(), "2. what the layer receives, as 'may attend' (1 / 0)", "Greys_r"),
+    fig, axes = plt.subplots(2, 2, figsize=(COLUMN_INCHES, 5.8), gridspec_kw={"height_ratios": [1, 5]})
+    panels = [  # (values, title, colour map, with a colour bar): the 0/1 strips say their values in the title
+        (mask_2d.reshape(1, -1).float(), "1. attention_mask (input)\n1 = real, 0 = [PAD]", "Greys_r", False),
+        (allowed_row.reshape(1, -1).float(), "2. the layer's mask as\n'may attend' (1 / 0)", "Greys_r", False),
         (torch.from_numpy(_finite(masked_scores)),
-         f"3. scores + mask; [PAD] keys hold {masked_value_label(masked_scores, hidden)}\n(drawn at the row minimum - 1)",
-         "viridis"),
-        (probs, "4. softmax → probabilities; [PAD] keys exactly 0", "viridis"),
+         f"3. scores + mask; [PAD] keys:\n{masked_value_label(masked_scores, hidden)} (drawn as row min - 1)", "viridis", True),
+        (probs, "4. softmax: probabilities\n[PAD] keys exactly 0", "viridis", True),
     ]
-    for ax, (values, label, cmap) in zip(axes.flat, panels):
+    for ax, (values, label, cmap, bar) in zip(axes.flat, panels):
         image = ax.imshow(values.detach().cpu().numpy(), cmap=cmap, aspect="auto")
-        ax.set_title(label, fontsize=8)
+        ax.set_title(label, fontsize=LABEL_PT)
         _token_axes(ax, tokens, rows=values.shape[0] > 1)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.suptitle(title, fontsize=9)
+        if bar:
+            fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03).ax.tick_params(labelsize=LABEL_PT)
+    fig.suptitle(title, fontsize=LABEL_PT)
     fig.tight_layout()
     return fig
 
@@ -84,29 +89,31 @@ def heatmap(values, title: str, tokens, xlabel="key", ylabel="query"):
 def loss_and_gradient_figure(labelled, real, logits_grad_norm, embedding_grad_norm, tokens, title: str):
     """Per sequence, per position: where the loss is taken, and which positions receive gradient.
 
-    Top row: the norm of d loss / d logits at each position (non-zero only where
-    a label is). Bottom row: the norm of d loss / d input embedding (non-zero at
-    every real token of a labelled sequence). Labelled positions are starred,
-    [PAD] positions shaded; ``tokens`` holds each sequence's tokens.
+    Per sequence, the upper panel: the norm of d loss / d logits at each
+    position (non-zero only where a label is); the lower: the norm of d loss /
+    d input embedding (non-zero at every real token of a labelled sequence),
+    under the sequence's tokens. Labelled positions are starred, [PAD]
+    positions shaded; ``tokens`` holds each sequence's tokens.
     """
     rows = [(logits_grad_norm, "|d loss / d logits|"), (embedding_grad_norm, "|d loss / d input embedding|")]
     n_seq, length = labelled.shape
-    fig, axes = plt.subplots(2 * n_seq, 1, figsize=(7, 2.3 * 2 * n_seq), squeeze=False)
+    fig = plt.figure(figsize=(COLUMN_INCHES, 2.5 * n_seq + 0.3), layout="constrained")
     positions = np.arange(length)
-    for seq in range(n_seq):
-        for row, (values, label) in enumerate(rows):
-            ax = axes[2 * seq + row, 0]
+    # Each sequence's two panels share its tokens, written once under the lower one.
+    pairs = [part.subplots(2, 1, sharex=True) for part in np.atleast_1d(fig.subfigures(n_seq, 1))]
+    for seq, axes in enumerate(pairs):
+        for ax, (values, label) in zip(axes, rows):
             v = values[seq].detach().cpu().to(torch.float64).numpy()
             ax.bar(positions, v, color="tab:blue")
             for j in np.flatnonzero(~real[seq].cpu().numpy()):
                 ax.axvspan(j - 0.5, j + 0.5, color="0.85", zorder=0)
             starred = np.flatnonzero(labelled[seq].cpu().numpy())
             ax.plot(starred, np.full(len(starred), v.max() * 1.08 if v.max() > 0 else 1.0), "r*", label="labelled")
-            ax.set_xticks(positions, tokens[seq], fontsize=8)
-            ax.set_title(f"sequence {seq}: {label}", fontsize=8)
-    axes[0, 0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+            ax.tick_params(axis="y", labelsize=LABEL_PT)
+            ax.set_title(f"sequence {seq}: {label}", fontsize=LABEL_PT)
+        axes[1].set_xticks(positions, tokens[seq], rotation=90, fontsize=LABEL_PT)
+    pairs[0][0].legend(fontsize=LABEL_PT, loc="upper left")
+    fig.suptitle(title, fontsize=LABEL_PT)
     return fig
 
 

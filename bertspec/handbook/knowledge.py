@@ -6,6 +6,7 @@ counterfeit, and that each claim refuting it declares that counterfeit (so the
 claim's counterfeit run proves it would fail if the misconception were true).
 """
 
+import re
 from dataclasses import dataclass
 
 INTRO = [
@@ -174,6 +175,16 @@ class Term:
     zh: str
     en: str
     claims: tuple[str, ...]
+    says: tuple[str, ...] = ()  # the words a claim's text uses for it, English or Chinese; the term itself if none
+
+    @property
+    def anchor(self) -> str:
+        """Its entry's id in the glossary, which claim texts link to."""
+        return "term-" + (re.sub(r"[^0-9A-Za-z]+", "-", self.term).strip("-").lower() or "term")
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        return self.says or (self.term,)
 
 
 GLOSSARY = [
@@ -184,10 +195,12 @@ GLOSSARY = [
     Term("additive mask", "加在注意力分数上的张量：可见的 key 加 0，被隐藏的 key 加 finfo(dtype).min。",
          "A tensor added to the attention scores: 0 at visible keys, finfo(dtype).min at hidden ones.",
          ("test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum",
-          "test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged")),
+          "test_adding_the_all_zero_mask_leaves_every_score_bit_for_bit_unchanged"),
+         ("additive mask", "加性 mask")),
     Term("boolean mask", "True = 可以关注；transformers 5.x 把它交给 sdpa 内核，由内核负责屏蔽。",
          "True = may attend; transformers 5.x hands it to the sdpa kernel, which does the hiding.",
-         ("test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_version",)),
+         ("test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_version",),
+         ("boolean mask", "布尔 mask")),
     Term("finfo.min", "dtype 的最小有限值（float32 为 -3.4028e38，float16 为 -65504）；分数加上它后 exp 下溢为 0。",
          "The dtype's most negative finite value (-3.4028e38 in float32, -65504 in float16); exp of a score plus it "
          "underflows to 0.",
@@ -202,7 +215,7 @@ GLOSSARY = [
           "test_the_mask_token_is_attended_to_and_attends_to_every_real_token")),
     Term("[CLS] / [SEP]", "每行开头的 [CLS] 与结束每个片段的 [SEP]；attention 中与普通 token 一样。",
          "[CLS] opens every row, [SEP] closes each segment; attention treats them like any token.",
-         ("test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero",)),
+         ("test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero",), ("[CLS]", "[SEP]")),
     Term("[UNK]", "无法用词表表示的输入的统一 id：每个汉字自成一词，词表外的汉字各自变成 [UNK]；其他文字中，WordPiece 切不出的"
                   "整个词变成一个 [UNK]。不同的未知内容得到同一个 id，模型无法区分。",
          "The one id for input the vocabulary cannot spell: each Chinese character is a word of its own, so an unknown "
@@ -219,17 +232,20 @@ GLOSSARY = [
     Term("labels / -100", "MLM 的目标 id；-100 表示“这个位置没有标签”，CrossEntropyLoss 跳过它。",
          "The MLM targets; -100 means \"no label here\", and CrossEntropyLoss skips it.",
          ("test_the_model_loss_is_cross_entropy_with_ignore_index_minus_100",
-          "test_only_labelled_positions_receive_gradient_on_the_logits")),
+          "test_only_labelled_positions_receive_gradient_on_the_logits"), ("-100",)),
     Term("logits (prediction_scores)", "每个位置对词表每个 token 的未归一化分数 [B, T, V]。",
          "Unnormalised scores [B, T, V], one per vocabulary entry at each position.",
-         ("test_prediction_scores_are_unnormalised_logits_that_softmax_turns_into_a_distribution",)),
+         ("test_prediction_scores_are_unnormalised_logits_that_softmax_turns_into_a_distribution",),
+         ("logits", "prediction_scores")),
     Term("head transform", "预测头的 dense → GELU → LayerNorm，把隐藏状态变换到词嵌入空间再打分。",
          "The head's dense → GELU → LayerNorm, which maps hidden states into the embedding space before scoring.",
          ("test_the_prediction_head_is_a_transform_dense_activation_layernorm_followed_by_the_decoder",
-          "test_removing_the_head_transform_changes_the_logits_and_the_predictions")),
+          "test_removing_the_head_transform_changes_the_logits_and_the_predictions"),
+         ("head transform", "head's transform", "预测头的 transform")),
     Term("tied weights", "decoder 的权重就是词嵌入矩阵（同一个 Parameter）；decoder 另有自己的 bias。",
          "The decoder's weight is the word-embedding matrix (one Parameter); the decoder has a bias of its own.",
-         ("test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own",)),
+         ("test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own",),
+         ("tied", "共享权重", "权重共享")),
     Term("post-LN", "BERT 在残差相加之后做 LayerNorm：LayerNorm(x + sublayer(x))。",
          "BERT normalises after the residual sum: LayerNorm(x + sublayer(x)).",
          ("test_the_tracer_records_every_step_of_every_layer_in_post_ln_order",
@@ -238,11 +254,11 @@ GLOSSARY = [
          "Two attention implementations: eager writes out matmul + softmax, sdpa calls torch's fused kernel; the same "
          "maths, different rounding.",
          ("test_eager_and_sdpa_agree_within_the_tolerance_of_each_dtype",
-          "test_traced_attention_probabilities_reproduce_the_attention_output")),
+          "test_traced_attention_probabilities_reproduce_the_attention_output"), ("eager", "sdpa")),
     Term("derived (tracer)", "sdpa 内核不暴露分数与概率；tracer 由内核输入重算它们并标记为 derived。",
          "The sdpa kernel hides scores and probabilities; the tracer recomputes them from its inputs and marks them "
          "derived.",
-         ("test_traced_attention_probabilities_reproduce_the_attention_output",)),
+         ("test_traced_attention_probabilities_reproduce_the_attention_output",), ("derived",)),
     Term("padding_idx", "nn.Embedding 的参数：该行不从查表得到梯度（权重共享时仍从 decoder 得到），也不保证为零。",
          "An nn.Embedding argument: that row gets no gradient from the lookup (a tied decoder still sends it some), "
          "and need not be zero.",
@@ -258,19 +274,23 @@ GLOSSARY = [
                                      "依赖于位置（当然也依赖于内容）。",
          "No position table: queries and keys are rotated pair by pair by their positions, so a score depends on "
          "position only through the signed offset i − j between two positions (and on the content, as always).",
-         ("test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_position_instead",)),
+         ("test_modernbert_has_no_position_table_and_rotates_queries_and_keys_by_position_instead",),
+         ("RoPE", "rotary", "旋转位置")),
     Term("local / global attention", "ModernBERT 的局部层只看 local_attention / 2 以内的 key，每隔几层的全局层看全部。",
          "ModernBERT's local layers see only the keys within local_attention / 2 positions; every few layers a global "
          "one sees them all.",
-         ("test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_every_key",)),
+         ("test_modernbert_local_layers_see_only_a_window_of_keys_and_global_layers_every_key",),
+         ("local layers", "global layers", "局部层", "全局层")),
     Term("shared layer / factorised embeddings", "ALBERT 只有一层权重，运行 num_hidden_layers 次；嵌入宽 E，再投影到 H。",
          "ALBERT has one layer's weights, run num_hidden_layers times; its embeddings are E wide, projected up to H.",
-         ("test_albert_runs_one_layers_weights_num_hidden_layers_times_on_embeddings_projected_up_from_embedding_size",)),
+         ("test_albert_runs_one_layers_weights_num_hidden_layers_times_on_embeddings_projected_up_from_embedding_size",),
+         ("shared layer", "embedding_size")),
     Term("anatomy (bertspec)", "每个家族一个小对象：各角色的模块路径与约定；结论通过它在整个 BERT 家族上运行。",
          "One small object per family: each role's module path and the conventions; the claims run on the whole BERT "
          "family through it.",
          ("test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_name_a_true_module_path",
-          "test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails")),
+          "test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails"),
+         ("anatomy",)),
 ]
 
 

@@ -1,25 +1,30 @@
 """The handbook page: the templates in templates/ filled from the collected claims, and the same content as JSON.
 
 pytest-html stays the engine (it writes the page and its run log); :class:`Page`
-fills the page's summary prefix: the front page, the Q&A index, one section
-per claim, the knowledge-base sections, the comparison and the counterfeit
-tables. All markup is in the templates, escaped by Jinja unless marked safe;
+fills the page's summary prefix: the front page, BERT in one page, the Q&A
+index, one section per claim (BERT's chapters, then the appendix of claims about
+the tool itself), the knowledge-base sections, the comparison and the
+counterfeit tables. All markup is in the templates, escaped by Jinja unless marked safe;
 this module decides what they show, and its filters turn docstring markup and
 evidence values into what a template places.
 """
 
 import base64
+import dataclasses
 import functools
+import gzip
+import html
 import itertools
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup, escape
 
-from bertspec.handbook import claims, facts, knowledge, verdicts
+from bertspec.handbook import claims, facts, knowledge, verdicts, walkthrough
 from bertspec.handbook.atomic import write_atomically
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -54,10 +59,6 @@ def cell(value) -> str:
     return "" if value is None else str(value)
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^0-9A-Za-z]+", "-", text).strip("-").lower() or "term"
-
-
 def data_uri(svg: str) -> str:
     """An SVG as the data: URI of an <img>: the one-file page carries every figure inside itself."""
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
@@ -66,7 +67,7 @@ def data_uri(svg: str) -> str:
 def json_script(record: dict) -> Markup:
     """The attention view's data as the text of a <script type="application/json">; "</" escaped so no value can
     close the script element."""
-    payload = json.dumps({k: record[k] for k in ("tokens", "padded", "probs", "layers", "heads")}, ensure_ascii=False)
+    payload = json.dumps({k: record[k] for k in ("batches", "layers", "heads")}, ensure_ascii=False)
     return Markup(payload.replace("</", "<\\/"))
 
 
@@ -80,14 +81,84 @@ def environment() -> jinja2.Environment:
     """One per process: each template compiles on first use and stays compiled."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("bertspec.handbook"), autoescape=True, trim_blocks=True,
                              lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(inline=inline, paragraphs=paragraphs, cell=cell, slug=slug, data_uri=data_uri,
-                       json_script=json_script)
+    env.filters.update(inline=inline, paragraphs=paragraphs, cell=cell, data_uri=data_uri, json_script=json_script)
     env.globals.update(asset=asset, anchor=claims.anchor, OUTCOME_MARK=OUTCOME_MARK, VERDICTS=verdicts.VERDICTS,
-                       CATALOGUE=claims.CATALOGUE, knowledge=knowledge)
+                       CATALOGUE=claims.CATALOGUE, knowledge=knowledge, Glosser=Glosser, topic=claims.topic,
+                       thread_url=claims.thread_url)
     return env
 
 
+# ---- glossary terms in a claim's text, linked to their entries ----
+
+# What is never searched for a term: code, a link, and any tag's own text.
+_NOT_PROSE = re.compile(r"(<code>.*?</code>|<a\b.*?</a>|<[^>]+>)", re.DOTALL)
+
+
+def _phrase_pattern(phrase: str) -> str:
+    """A phrase as a whole word: Latin phrases not inside a longer name (attention_mask in my_attention_mask, -100
+    in 1-100); Chinese ones anywhere, Chinese having no spaces between words."""
+    body = re.escape(phrase)
+    return rf"(?<![A-Za-z0-9_.\-]){body}(?![A-Za-z0-9_\-])" if phrase.isascii() else body
+
+
+@functools.cache
+def _terms() -> tuple[re.Pattern, dict]:
+    """One pattern for every glossary phrase, the longest first, and the term each phrase (as escaped HTML) names."""
+    named = {str(escape(phrase)): term for term in knowledge.GLOSSARY for phrase in term.phrases}
+    return re.compile("|".join(_phrase_pattern(p) for p in sorted(named, key=len, reverse=True))), named
+
+
+class Glosser:
+    """Links glossary terms in the texts of one section and language: each term once, at its first whole-word use
+    outside code and links."""
+
+    def __init__(self):
+        self.linked: set[str] = set()
+
+    def __call__(self, html: Markup) -> Markup:
+        pattern, named = _terms()
+        link = environment().get_template("macros.html").module.term_link
+
+        def first_use(match):
+            term = named[match.group(0)]
+            if term.anchor in self.linked:
+                return match.group(0)
+            self.linked.add(term.anchor)
+            return str(link(term, Markup(match.group(0))))
+
+        parts = _NOT_PROSE.split(str(html))  # prose at even indices, the parts to leave alone at odd ones
+        return Markup("".join(part if i % 2 else pattern.sub(first_use, part) for i, part in enumerate(parts)))
+
+
 # ---- the page ----
+
+@dataclass(frozen=True)
+class Chapter:
+    """A chapter of the page, or the appendix of claims about the tool itself, with its claims in this session."""
+
+    anchor: str
+    label: str  # its plan prefix, e.g. P2; empty for the appendix
+    zh: str
+    en: str
+    results: list
+    appendix: bool = False
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Every count the page shows, decided once: each template that shows one reads it here."""
+
+    verified: int
+    failed: int
+    not_run: int
+    reasons: list  # (why a claim did not run, how many claims), the commonest first
+    caught: int  # counterfeit runs on which their claim went red, as it must
+    counterfeit_runs: int  # counterfeit runs that ran; one skipped because its counterfeit does not apply is not one
+
+    @property
+    def claims(self) -> int:
+        return self.verified + self.failed + self.not_run
+
 
 class Page:
     """The handbook for one session: its collected claims, the settings it ran with."""
@@ -111,37 +182,47 @@ class Page:
     def identity(self) -> dict[str, str]:
         return facts.identity(self.settings)
 
-    def tally(self) -> tuple[dict[str, int], list[tuple[str, int]]]:
-        """Claims verified, failed and not run, and why the ones not run did not, the commonest reason first."""
-        counts = {"passed": 0, "failed": 0, "not run": 0}
+    @functools.cached_property
+    def counts(self) -> Counts:
+        """Claims verified, failed and not run (why, the commonest reason first), and counterfeit runs caught."""
+        outcomes = Counter()
         reasons = Counter()
         for result in self.results:
-            if result.outcome in ("failed", "error"):
-                counts["failed"] += 1
-            elif result.outcome == "passed":
-                counts["passed"] += 1
-            else:
-                counts["not run"] += 1
+            outcome = {"error": "failed", "skipped": "not run"}.get(result.outcome, result.outcome)
+            outcomes[outcome] += 1
+            if outcome == "not run":
                 reasons[_reason_class(result)] += 1
-        return counts, reasons.most_common()
+        ran = [t for t in self.collector.teeth if t["outcome"] != "skipped"]
+        return Counts(outcomes["passed"], outcomes["failed"], outcomes["not run"], reasons.most_common(),
+                      sum(t["outcome"] == "passed" for t in ran), len(ran))
 
     @property
     def interrupted(self) -> bool:
         return self.collector.exitstatus == 2 or self.collector.not_run > 0
 
-    def counterfeit_runs(self) -> tuple[int, int]:
-        """(caught, run): counterfeit runs that skipped (the counterfeit does not apply) count in neither."""
-        ran = [t for t in self.collector.teeth if t["outcome"] != "skipped"]
-        return sum(t["outcome"] == "passed" for t in ran), len(ran)
+    # -- BERT in one page, the Q&A index and chapters --
 
-    # -- Q&A index and chapters --
+    @property
+    def steps(self) -> list[tuple[walkthrough.Step, dict | None]]:
+        """BERT in one page: each step with the evidence record its claim recorded in this run, None if none."""
+        return [(step, self.record(*step.shows)) for step in walkthrough.STEPS]
+
+    def record(self, function: str, title: str) -> dict | None:
+        """A claim's evidence record titled ``title`` in its first passed run; None if it did not pass."""
+        result = self.claim(function)
+        passed = [run for run in result.runs if run.outcome == "passed"] if result else []
+        return next((rec for run in passed for rec in run.evidence if rec["title"] == title), None)
 
     @functools.cached_property
-    def chapters(self) -> list[tuple[str, str, str, list]]:
-        """(prefix, Chinese title, English title, its claims) for every chapter with a claim in this session."""
-        found = [(prefix, zh, en, [r for r in self.results if r.claim and r.claim.chapter == prefix])
+    def chapters(self) -> list[Chapter]:
+        """BERT's chapters with a claim in this session, in the plan's order, then the appendix about the tool."""
+        parsed = [r for r in self.results if r.claim]
+        bert = [r for r in parsed if r.function not in claims.ABOUT_THE_TOOL]
+        found = [Chapter(f"chapter-{prefix}", prefix, zh, en, [r for r in bert if r.claim.chapter == prefix])
                  for prefix, (zh, en) in claims.CHAPTERS.items()]
-        return [chapter for chapter in found if chapter[3]]
+        tool = [r for r in parsed if r.function in claims.ABOUT_THE_TOOL]
+        found.append(Chapter("appendix", "", *claims.APPENDIX, tool, appendix=True))
+        return [chapter for chapter in found if chapter.results]
 
     @property
     def broken(self) -> list:
@@ -197,7 +278,10 @@ class Page:
 
     @functools.cached_property
     def family_table(self) -> verdicts.Table:
-        return verdicts.Table(self.results, facts.families(self.settings), bool(self.settings.families))
+        marked, every = self.settings.families_of(across=True), self.settings.families_of(across=False)
+        # The default run: only the claims marked across_families ran per family; --family: all; --bert-model: none.
+        return verdicts.Table(self.results, facts.families(self.settings), per_family=bool(marked),
+                              every_claim=bool(every) or not marked)
 
     def counterfeits(self) -> list[tuple[str, str, dict[str, list]]]:
         """(counterfeit, what it breaks, {claim: its runs on it}) for every counterfeit."""
@@ -225,13 +309,15 @@ class Page:
             "claims": [{
                 "anchor": r.anchor, "function": r.function, "source": f"{r.path}:{r.line}",
                 **({"claim_id": r.claim.claim_id, "question": r.claim.question, "question_zh": r.claim.question_zh,
-                    "sentence": r.claim.sentence, "sentence_zh": r.claim.sentence_zh} if r.claim else
+                    "sentence": r.claim.sentence, "sentence_zh": r.claim.sentence_zh,
+                    "asked_in": list(r.claim.asked_in)} if r.claim else
                    {"format_error": r.format_error}),
                 "outcome": r.outcome, "counterfeits": r.counterfeits,
                 "runs": [{"param": run.param, "outcome": run.outcome, "reason": run.reason, "evidence": run.evidence}
                          for run in r.runs],
             } for r in self.results],
             "counterfeit_runs": self.collector.teeth,
+            "counts": dataclasses.asdict(self.counts),
         }
         return write_atomically(path, json.dumps(data, ensure_ascii=False))
 
@@ -248,6 +334,23 @@ def _reason_class(result) -> str:
 
 def run_log_header() -> str:
     return str(environment().get_template("run_log.html").module.header())
+
+
+# pytest-html's page ends with its run log's data, as JSON in an attribute, and the script that renders it.
+RUN_LOG = re.compile(r'<div id="data-container" data-jsonblob="([^"]*)"></div>\s*<script>(.*?)</script>', re.S)
+
+
+def compact_run_log(page: str) -> str:
+    """The run log's data gzip-compressed: pytest-html writes one row of JSON per test id, HTML-escaped in an
+    attribute (about 800 bytes a test, most of a report of a thousand test ids); compressed it is a tenth of that.
+    assets/run_log.js unpacks it in the browser and then runs pytest-html's script, which waits for it in an inert
+    script element."""
+    def pack(match) -> str:
+        data = gzip.compress(html.unescape(match.group(1)).encode("utf-8"), mtime=0)
+        return environment().get_template("run_log_data.html").render(
+            packed=base64.b64encode(data).decode("ascii"), app=Markup(match.group(2)))
+
+    return RUN_LOG.sub(pack, page, count=1)
 
 
 def run_log_cell(report) -> str:

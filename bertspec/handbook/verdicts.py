@@ -5,6 +5,11 @@ that skipped with a :class:`bertspec.proof.scope.Verdict` says the mechanism
 differs there (and which claim shows how) or that the question does not
 arise; any other skip, or no run, is "not run". Nothing is read back from a
 skip's text: the verdict came with the report.
+
+The default run runs the claims marked ``across_families`` on every bundled
+family, so its table holds those claims, one column per family; the others ran
+once (on the bundled BERT, or on no model) and the section counts them instead
+(the full matrix is ``--family all``).
 """
 
 import dataclasses
@@ -20,6 +25,10 @@ VERDICTS = {  # kind -> (Chinese, English, mark), in the legend's order
     "fails": ("失败", "fails", "✗"),
     "not-run": ("未运行", "not run", "·"),
 }
+
+# The parts a table's census splits the run's claims into (each claim in one), as the P7.3 claim's evidence names them.
+PARTS = {"rows": "rows of the table", "left out": "ran once, not rows", "benchmarks": "benchmarks",
+         "unparsed": "not in the claim format"}
 
 
 @dataclass(frozen=True)
@@ -38,17 +47,28 @@ class Cell:
 
 
 class Table:
-    """Claims × families: one row per claim (benchmarks measure, they claim nothing per family), and how many
-    cells of each verdict every family column holds."""
+    """Claims × families: one row per claim that ran per family (with --family or --bert-model, every claim), how
+    many cells of each verdict every family column holds, and where each of the run's claims went."""
 
-    def __init__(self, results, families: list[str], per_family: bool):
+    def __init__(self, results, families: list[str], per_family: bool, every_claim: bool):
         self.families = families
         self.names = [anatomy.FAMILIES[family].name for family in families]
-        self.per_family = per_family  # --family: each claim's runs are told apart by their family
-        self.rows = [(result, self._cells(result)) for result in results
-                     if result.claim is not None and not result.benchmark]
+        self.per_family = per_family  # each claim's runs are told apart by their family (--family, the default run)
+        claims = [result for result in results if result.claim is not None]
+        placed = [result for result in claims if not result.benchmark]  # benchmarks measure, they claim nothing
+        once = [result for result in placed if all(run.family is None for run in result.runs)] if per_family else []
+        self.rows = [(result, self._cells(result)) for result in placed if every_claim or result not in once]
         self.counts = {kind: [sum(self.verdict(result, family).kind == kind for result, _ in self.rows)
                               for family in families] for kind in VERDICTS}
+        self.once = len(once)  # claims run once, whatever the family: spanning rows, or (default run) left out
+        # The run's claims, each in one part, so the section can say from the front page's count what it leaves out.
+        self.census = {"rows": len(self.rows), "left out": 0 if every_claim else len(once),
+                       "benchmarks": len(claims) - len(placed), "unparsed": len(results) - len(claims)}
+
+    @property
+    def accounted(self) -> int:
+        """The claims the census places: the front page's count of claims, when the two agree."""
+        return sum(self.census.values())
 
     def verdict(self, result, family: str) -> Cell:
         """What a claim's runs on one family say."""
@@ -61,7 +81,8 @@ class Table:
             return Cell("fails", failed[0].reason)
         if any(run.outcome == "passed" for run in runs):
             return Cell("holds")
-        verdict = runs[0].verdict
+        # A run the implementation cannot make (ELECTRA on 4.57's sdpa) says nothing; its sibling's verdict does.
+        verdict = next((run.verdict for run in runs if run.verdict is not None), None)
         if verdict is None:
             return Cell("not-run", runs[0].reason)
         return Cell(verdict.kind, verdict.statement, verdict.shown_by)

@@ -1,7 +1,8 @@
 """Reading a written handbook page back, for the claims about the page (spec/test_p5_*.py).
 
 :func:`write_report` writes report.html as a user does, with a pytest run of a
-few claims in a subprocess; :func:`sections` and :func:`text_of` read its HTML.
+few claims in a subprocess; :func:`every_claim_page` renders the page of every claim from the docstrings;
+:func:`sections` and :func:`text_of` read its HTML.
 """
 
 import html
@@ -30,6 +31,17 @@ def write_report(folder: Path, model_path: str | None) -> Path:
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     return folder / "report.html"
+
+
+def every_claim_page(settings):
+    """The handbook of every claim in spec/, each a passed run made from its docstring (nothing runs, so a -k
+    selection hides none): the page as a whole run shows it, for the claims about the page."""
+    from bertspec.handbook import claims, collect, render
+
+    collector = collect.Collector()
+    for claim in claims.discover(SPEC).values():
+        collector.add(collect.synthetic_report(claim))
+    return render.Page(collector, settings)
 
 
 def sections(page: str) -> dict[str, str]:

@@ -15,7 +15,10 @@ fixture built on the model (a padded batch, a trace) is built on the counterfeit
 Marker keyword arguments fix the claim's own parameters for the counterfeit run
 (``@pytest.mark.counterfeits("…", setting="several_positions")``); a parameter
 left out takes its first value. The attention implementation and the family
-are not fixed: each model under test gets its counterfeit runs.
+are not fixed: each model under test gets its counterfeit runs (a claim marked
+``across_families`` gets them on every bundled family in the default run too),
+and a run whose counterfeit cannot be built on its family skips as not
+applicable, as does the claim itself where its mechanism is another family's.
 """
 
 import pytest
@@ -83,7 +86,8 @@ def _counterfeit_run(item, name: str):
     run.add_marker(pytest.mark.xfail(strict=True, raises=AssertionError,
                                      reason=f"the claim must go red on the counterfeit {name}"))
     run.user_properties.append(("teeth", {"counterfeit": name, "claim": item.originalname,
-                                          "implementation": callspec.params.get("attn_implementation")}))
+                                          "implementation": callspec.params.get("attn_implementation"),
+                                          "family": callspec.params.get("family")}))
     return run
 
 

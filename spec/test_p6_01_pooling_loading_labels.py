@@ -123,6 +123,9 @@ def test_mean_pooling_must_be_weighted_by_attention_mask_because_padded_position
     token's. ``h.mean(1)`` averages them in, so a sentence's vector depends on
     how long its batch-mate was; ``(h * m).sum(1) / m.sum(1)`` (what
     sentence-transformers does) equals the vector of the sentence run alone.
+    That mean includes [CLS] and [SEP], whose mask is 1; leaving them out is
+    another embedding, also valid, but not the same vector (the evidence
+    shows both), so pool as the model you use was trained to.
 
     Claim ID: P6.2
     Question: Why does my mean-pooled sentence embedding change when the batch has padding?
@@ -130,7 +133,9 @@ def test_mean_pooling_must_be_weighted_by_attention_mask_because_padded_position
     中文：padding 位置有有限且大小正常的输出，所以对整个序列的简单平均会随 padding 变化；按 attention_mask 加权的平均则不会。
     原因：mask 隐藏的是 [PAD] 作为 key，而不会把 [PAD] 的输出置零。它们的最终隐藏状态与其他位置一样是 LayerNorm 的输出，
     大小与真实 token 相当。h.mean(1) 把它们也平均进来，于是一个句子的向量取决于同一 batch 中另一句有多长；
-    (h * m).sum(1) / m.sum(1)（sentence-transformers 的做法）等于该句单独运行时的向量。
+    (h * m).sum(1) / m.sum(1)（sentence-transformers 的做法）等于该句单独运行时的向量。这个平均包含 mask 为 1 的 [CLS] 与 [SEP]；
+    把它们排除在外是另一种同样成立的向量，但不是同一个向量（证据列出两者），所以要按所用模型训练时的方式池化。
+    Asked in: flairNLP/flair#2179, huggingface/sentence-transformers#696, huggingface/sentence-transformers#1536
     """
     batch = bert.example()
     h = bert.last_hidden(batch)
@@ -139,9 +144,13 @@ def test_mean_pooling_must_be_weighted_by_attention_mask_because_padded_position
     texts = [bert.texts.sentence, bert.texts.short]
     alone = [bert.last_hidden(bert.encode(text))[0].mean(0) for text in texts]
     masked, plain = (h * m).sum(1) / m.sum(1), h.mean(1)
+    special = torch.isin(batch.input_ids, torch.tensor([bert.tokenizer.cls_token_id, bert.tokenizer.sep_token_id], device=batch.input_ids.device))
+    words = m * ~special[..., None]
+    without_specials = (h * words).sum(1) / words.sum(1)
     norms = h.norm(dim=-1)
     evidence.table("row 1, padded: its sentence vector vs the sentence alone", ["pooling", "max |Δ|"],
-                   [("mean weighted by attention_mask", max_diff(masked[1], alone[1])), ("plain mean(dim=1)", max_diff(plain[1], alone[1]))])
+                   [("mean weighted by attention_mask", max_diff(masked[1], alone[1])), ("plain mean(dim=1)", max_diff(plain[1], alone[1])),
+                    ("mean weighted by attention_mask, [CLS]/[SEP] left out", max_diff(without_specials[1], alone[1]))])
     evidence.table("output norms", ["positions", "smallest", "largest"],
                    [("real", norms[~pad].min(), norms[~pad].max()), ("[PAD]", norms[pad].min(), norms[pad].max())])
     assert bool(pad.any()) and bool(torch.isfinite(h[pad]).all())
@@ -149,6 +158,8 @@ def test_mean_pooling_must_be_weighted_by_attention_mask_because_padded_position
     for row, vector in enumerate(alone):
         torch.testing.assert_close(masked[row], vector, **TOL["float32_kernels"])
     assert beyond(plain[1], alone[1], TOL["float32_kernels"]), "the plain mean should change with padding"
+    assert bool(special[~pad].any()), "the tokenizer should have added [CLS]/[SEP]"
+    assert beyond(without_specials, masked, TOL["float32_kernels"]), "leaving out [CLS]/[SEP] is another vector"
 
 
 # ---- P6.3 what the load warnings mean ----
@@ -265,6 +276,7 @@ def test_token_classification_labels_the_first_piece_of_each_word_and_its_loss_i
     transformers 的 token 分类做法正是据此给第一个片段打标签、其余为 -100。BertForTokenClassification 的 loss 是在展平的 token 上
     ignore_index=-100 的 CrossEntropyLoss，所以等于词首片段交叉熵的平均（这里手工计算）。给每个片段都打标签，或把特殊 token
     标成 0 而不是 -100，会计入其他位置并改变 loss。
+    Asked in: liuyukid/transformers-ner#5, hertz-pj/BERT-BiLSTM-CRF-NER-pytorch#12, lonePatient/BERT-NER-Pytorch#91, yuanxiaosc/BERT-for-Sequence-Labeling-and-Text-Classification#17, yuanxiaosc/BERT-for-Sequence-Labeling-and-Text-Classification#18
     """
     tok = bert.tokenizer
     if not tok.is_fast:

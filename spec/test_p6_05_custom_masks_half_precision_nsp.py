@@ -64,6 +64,7 @@ def test_the_installed_transformers_converts_passes_on_or_refuses_each_form_of_c
     会崩溃，并把四维 mask 原封不动地交给 attention：加性 mask 可以工作，但 eager attention 会把布尔四维 mask 当作 +1/+0 加上去
     而不屏蔽任何东西，sdpa 则把它当作保留 mask。表格（bertspec/models/versions.py 的 CUSTOM_MASKS）记录各版本、各实现的行为；"honoured"
     表示真实 token 的输出与普通二维 mask 相同。本断言在所装版本上观察每种形式，行为不同即失败。
+    Asked in: PaddlePaddle/PaddleNLP#1631, PaddlePaddle/PaddleNLP#1579, PaddlePaddle/PaddleNLP#1634, microsoft/CodeBERT#200
     """
     batch = bert.example()
     scope.attends_globally(bert, batch.input_ids.shape[1])
@@ -229,7 +230,10 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
     torch.softmax subtracts each row's maximum before exp (next claim). The
     third it leaves alone: the probabilities come out in float16
     (``output_attentions``), the softmax was not upcast to float32. Observed
-    on a float16 copy of the model with eager attention.
+    on a float16 copy of the model with eager attention. A mask built by hand
+    with finfo(float32).min is what the model avoids: that number is below
+    float16's range and casts to -inf, so a fully masked row of float16 scores
+    becomes NaN (the evidence masks one of layer 0's rows with it).
 
     Claim ID: P6.6
     Question: Does transformers compute attention in float32 when my model is float16?
@@ -239,6 +243,9 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
     的 finfo(dtype).min，是有限数，所以整行被屏蔽时只有该行分数全都 ≤ -16 才是 NaN
     （分数在 ±16 以内才是均匀分布：PR #17306；见 P4.2d 章），torch.softmax 在 exp 之前减去每行的
     最大值（见下一条断言）。第三种它不管：概率以 float16 输出（output_attentions），softmax 没有升到 float32。在模型的 float16 eager 副本上观察。
+    用 finfo(float32).min 手工构造的 mask 正是模型所避免的：这个数低于 float16 的范围，转换后成为 -inf，于是整行被屏蔽的 float16 分数
+    变成 NaN（证据用它屏蔽第 0 层的一行）。
+    Asked in: FlagOpen/FlagEmbedding#1121, huggingface/candle#3989, huggingface/transformers#13714, huggingface/transformers#15171, facebookresearch/ParlAI#1472
     """
     if bert.attn_implementation != "eager":
         pytest.skip("the probabilities are returned by eager attention only (sdpa's fused kernel keeps them)")
@@ -254,6 +261,12 @@ def test_transformers_eager_attention_keeps_the_models_dtype_for_its_mask_and_it
                    [(mask.dtype, mask.min(), out.attentions[0].dtype)])
     assert mask.dtype == torch.float16 and mask.min().item() == torch.finfo(torch.float16).min
     assert out.attentions[0].dtype == torch.float16
+    float32_min = torch.tensor(torch.finfo(torch.float32).min).to(torch.float16)
+    row = trace.tensor(trace.all("scores")[0].name)[0, 0, 0]
+    hand_masked = torch.softmax(row + float32_min, -1)
+    evidence.table("one of layer 0's float16 score rows, every key masked by hand", ["bias", "in float16", "probabilities"],
+                   [("finfo(float32).min", float32_min, f"{int(hand_masked.isnan().sum())} of {row.numel()} NaN")])
+    assert torch.isinf(float32_min) and bool(hand_masked.isnan().all())
 
 
 def test_softmax_without_subtracting_the_maximum_overflows_float16_where_torch_softmax_does_not(bert, evidence):

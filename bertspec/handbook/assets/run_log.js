@@ -1,0 +1,15 @@
+/* bertspec: the run log's data travels gzip-compressed in the page (bertspec.handbook.render.compact_run_log):
+   unpacked here, in the browser, then pytest-html's own script runs on it as it would have at load. No network. */
+(function () {
+  "use strict";
+  var container = document.getElementById("data-container");
+  var bytes = Uint8Array.from(atob(container.getAttribute("data-gzip")), function (c) { return c.charCodeAt(0); });
+  var unpacked = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  new Response(unpacked).text().then(function (json) {
+    container.setAttribute("data-jsonblob", json);
+    var app = document.createElement("script");
+    app.textContent = document.getElementById("run-log-app").textContent;
+    container.parentNode.appendChild(app);
+    document.body.setAttribute("data-run-log", "ready");
+  });
+}());
