@@ -179,8 +179,9 @@ class Loaded:
     warnings: list[str]  # what transformers logged at WARNING level, first lines
 
 
-def load_class(folder, class_name: str, attn_implementation="eager", device="cpu") -> Loaded:
-    """``from_pretrained(folder)`` into a transformers class by name, its load report kept instead of printed.
+def load_class(folder, class_name: str, attn_implementation="eager", device="cpu", **overrides) -> Loaded:
+    """``from_pretrained(folder, **overrides)`` into a transformers class by name (``overrides``: config values such as
+    num_labels or tie_word_embeddings), its load report kept instead of printed.
 
     4.57 reports missing and unused weights in two log messages, 5.x in one table
     (and, before it, a progress bar); both go to the "transformers" logger, which is
@@ -203,7 +204,7 @@ def load_class(folder, class_name: str, attn_implementation="eager", device="cpu
     root.handlers = [handler]
     try:
         model, info = getattr(transformers, class_name).from_pretrained(
-            str(folder), attn_implementation=attn_implementation, output_loading_info=True)
+            str(folder), attn_implementation=attn_implementation, output_loading_info=True, **overrides)
     except Exception as err:  # safetensors, pickle and torch all raise their own types
         raise CheckpointError(f"{folder}: the weights do not load ({type(err).__name__}: {validate.first_line(err)}); "
                               "re-download or re-save the checkpoint") from None

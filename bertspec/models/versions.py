@@ -84,6 +84,38 @@ CUSTOM_MASKS = {
 # "unseeded"; 5.x tests `self.seed is not None` (data/data_collator.py of 4.57.6 and 5.24.0).
 SEED_ZERO_IS_A_SEED = {4: False, 5: True}
 
+# BertModel(..., head_mask=...) with one head's entry 0: 4.57's BertSelfAttention multiplies that head's probabilities
+# by it (and BertSdpaSelfAttention falls back to eager to do so); 5.x removed head masking (PR #41076) and BertModel
+# takes the keyword through **kwargs and drops it, without a warning (modeling_bert.py of 4.57.6 and 5.25).
+HEAD_MASK = {4: "zeroes the head, as zeroing its context does", 5: "ignored: the output is unchanged"}
+
+# BertModel(..., output_attentions=True) loaded with sdpa: 4.57's BertSdpaSelfAttention falls back to the eager path
+# and returns its probabilities (warning that this fallback goes in v5); 5.x's sdpa_attention_forward only warns and
+# the model returns an empty attentions tuple (integrations/sdpa_attention.py).
+SDPA_OUTPUT_ATTENTIONS = {4: "eager's probabilities", 5: "an empty tuple"}
+
+# gradient_checkpointing_enable() without kwargs: 4.57 checkpoints each layer with use_reentrant=True, 5.x's
+# activation_checkpointing_enable (the old name deprecated until v6) with use_reentrant=False (modeling_utils.py of
+# 4.57.6 and 5.25); torch.utils.checkpoint keeps preserve_rng_state=True either way.
+CHECKPOINT_REENTRANT = {4: True, 5: False}
+
+# The Python (slow) WordPiece tokenizer, the only one that honours never_split: 4.57's BertTokenizer beside the Rust-backed
+# BertTokenizerFast; 5.x made BertTokenizer the Rust-backed class (BertTokenizerFast = BertTokenizer) and renamed the
+# Python one BertTokenizerLegacy (models/bert/tokenization_bert.py and tokenization_bert_legacy.py of 4.57.6 and 5.25).
+PYTHON_WORDPIECE = {4: "BertTokenizer", 5: "BertTokenizerLegacy"}
+
+# A sequence classifier saved with 3 labels, loaded with num_labels=2 and without ignore_mismatched_sizes: 4.57 raises
+# torch's load_state_dict error ("size mismatch for bias: copying a param with shape ..."); 5.x prints its LOAD REPORT
+# (MISMATCH rows) and raises its own RuntimeError pointing at the flag (modeling_utils.py of 4.57.6 and 5.25).
+MISMATCHED_SIZES_ERROR = {4: "size mismatch for", 5: "You set `ignore_mismatched_sizes` to `False`"}
+
+# BertForMaskedLM.from_pretrained(..., tie_word_embeddings=False) on a checkpoint that stores no decoder matrix: 4.57's
+# BertLMPredictionHead assigns decoder.bias = self.bias, so the decoder keeps the checkpoint's cls.predictions.bias and
+# only decoder.weight is newly initialised; 5.x ties decoder.bias to it through _tied_weights_keys, so untied, both
+# decoder.weight and decoder.bias are missing (the bias starts at zero) (modeling_bert.py of 4.57.6 and 5.25).
+UNTIED_DECODER_MISSING = {4: ("cls.predictions.decoder.weight",),
+                          5: ("cls.predictions.decoder.bias", "cls.predictions.decoder.weight")}
+
 
 def table(knowledge: dict, columns: list[str], *observed) -> tuple[list[str], list[list]]:
     """(header, rows) of a version table, with a column marking the rows this run verified (keys in ``observed``)."""
