@@ -15,7 +15,8 @@ from bertspec.proof.pages import SPEC, every_claim_page
 # ---- the page in a real browser ----
 
 @pytest.mark.browser
-def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_lands_on_its_claim(written_report, evidence):
+def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_lands_on_its_claim(written_report, screenshots,
+                                                                                                 evidence):
     """Opened in headless Chromium on a 1366×768 screen, the handbook shows its front page with the counts of its JSON, every Q&A link lands on its claim, no in-page link is dead, the filter says when nothing matches, and the attention view switches layer and head.
 
     What a reader sees is checked in a real browser (Debian's chromium and
@@ -44,12 +45,10 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
     reason = browser.missing()
     if reason:
         pytest.skip(reason)
-    shots = written_report.parent / "screenshots"
-    shots.mkdir(exist_ok=True)
     data = json.loads(written_report.with_suffix(".json").read_text(encoding="utf-8"))
     with browser.chromium(browser.LAPTOP) as driver:
         browser.open_page(driver, written_report)
-        driver.save_screenshot(str(shots / "front.png"))
+        driver.save_screenshot(str(screenshots / "front.png"))
         run = driver.execute_script
         counted = run("return Object.fromEntries([...document.querySelectorAll('#front [data-count]')]"
                     ".map(e => [e.dataset.count, Number(e.textContent)]))")
@@ -58,14 +57,14 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
         type_in_filter(driver, "")
         for section in run("return [...document.querySelectorAll('#handbook > [id]')].map(s => s.id)"):
             run("document.getElementById(arguments[0]).scrollIntoView()", section)
-            driver.save_screenshot(str(shots / f"section-{section}.png"))
+            driver.save_screenshot(str(screenshots / f"section-{section}.png"))
         links = run("return [...document.querySelectorAll('#qa-index li.qa > a')].map(a => a.getAttribute('href'))")
         landed = []
         for href in links:
             run("document.querySelector(`#qa-index a[href='${arguments[0]}']`).click()", href)
             top = run("return document.getElementById(arguments[0].slice(1)).getBoundingClientRect().top", href)
             landed.append((href, location_hash(driver) == href, round(top)))
-        driver.save_screenshot(str(shots / "claim.png"))
+        driver.save_screenshot(str(screenshots / "claim.png"))
         section_facts = run("""return [...document.querySelectorAll('section.claim')].map(s => [s.id,
             !!s.querySelector('[lang=zh]') && s.querySelector('[lang=zh]').textContent.length > 0,
             !!s.querySelector('[lang=en]') && s.querySelector('[lang=en]').textContent.length > 0,
@@ -81,7 +80,7 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
             switched.append(run("return document.querySelector('.attention-view svg.attention-heatmap')"
                                 ".getAttribute('aria-label')"))
         run("document.querySelector('.attention-view').scrollIntoView()")
-        driver.save_screenshot(str(shots / "attention-view.png"))
+        driver.save_screenshot(str(screenshots / "attention-view.png"))
         errors = browser.console_errors(driver)
     evidence.table("Q&A links", ["link", "lands on it (location.hash)", "section top (px)"], landed)
     evidence.table("sections", ["anchor", "Chinese", "English", "evidence records"], section_facts)
@@ -93,7 +92,7 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
     evidence.table("in-page links, after the page's scripts ran", ["links", "run log links", "dead"],
                    [(hrefs, log_links, dead)])
     evidence.table("the filter, a word no claim has", ["says", "shown", "hits listed"], [nothing])
-    evidence.text("screenshots", "\n".join(str(p) for p in sorted(shots.glob("*.png"))))
+    evidence.text("screenshots", "\n".join(str(p) for p in sorted(screenshots.glob("*.png"))))
     assert errors == []
     assert counted == counts and {k: data["counts"][k] for k in counts} == counts
     assert dead == [] and log_links > 0
@@ -106,7 +105,8 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
 
 
 @pytest.mark.browser
-def test_the_first_screen_at_1366_by_768_shows_the_filter_and_bert_questions_before_the_appendix(settings, tmp_path, evidence):
+def test_the_first_screen_at_1366_by_768_shows_the_filter_and_bert_questions_before_the_appendix(settings, tmp_path,
+                                                                                                screenshots, evidence):
     """On a 1366×768 screen the handbook of every claim opens with the filter box, the menu and at least five questions about BERT in view, and its filter lists BERT's questions before the appendix's.
 
     A newcomer decides on the first screen whether the handbook answers their
@@ -142,7 +142,7 @@ def test_the_first_screen_at_1366_by_768_shows_the_filter_and_bert_questions_bef
         questions = run("return [...document.querySelectorAll('#start-here li > a')]"
                         ".map(a => [a.getAttribute('href'), a.getBoundingClientRect().bottom])")
         folded = not run("return document.querySelector('details.verdict').open")
-        driver.save_screenshot(str(tmp_path / "first-screen.png"))
+        driver.save_screenshot(str(screenshots / "first-screen.png"))
         # A word a few BERT questions and many tool questions use: the filter lists its first eight hits.
         hits = type_in_filter(driver, "exit")[2]
         errors = browser.console_errors(driver)
@@ -152,7 +152,7 @@ def test_the_first_screen_at_1366_by_768_shows_the_filter_and_bert_questions_bef
     evidence.table("start here", ["question", "about BERT", "above the fold"], in_view)
     evidence.table("the filter's hits for 'exit', in order", ["hit", "in the appendix"],
                    [(href, href in tool) for href in hits])
-    evidence.text("screenshot", str(tmp_path / "first-screen.png"))
+    evidence.text("screenshot", str(screenshots / "first-screen.png"))
     assert errors == []
     assert all(bottom <= fold for bottom in bottoms) and folded
     assert sum(bert and seen for _, bert, seen in in_view) >= 5
@@ -193,7 +193,7 @@ def location_hash(driver) -> str:
 
 @pytest.mark.browser
 def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_for_each_layer_and_batch(
-        written_report, model_cache, family, evidence):
+        written_report, model_cache, family, screenshots, evidence):
     """In headless Chromium at 1366×768, the attention view of the handbook and of the trace command's page draws every head of a layer, enlarges the one clicked, redraws for another layer and batch, exactly the stored values, no label cut off.
 
     The view is checked where a reader meets it: the written report (its
@@ -225,13 +225,11 @@ def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_f
     trace_view = written_report.parent / "trace.html"
     assert cli(["trace", bert.texts.sentence, "--html", str(trace_view)]
                + ([] if bert.is_default else ["--model", str(bert.folder)])) == 0
-    shots = written_report.parent / "screenshots"
-    shots.mkdir(exist_ok=True)
     rows, errors = [], []
     with browser.chromium(browser.LAPTOP) as driver:
         for page in (written_report, trace_view):
             browser.open_page(driver, page)
-            rows += [(page.name, *row) for row in exercise_the_view(driver, shots / f"attention-{page.stem}.png")]
+            rows += [(page.name, *row) for row in exercise_the_view(driver, screenshots / f"attention-{page.stem}.png")]
             errors += browser.console_errors(driver)
         browser.open_page(driver, written_report)
         figures = driver.execute_script("return [...document.querySelectorAll('img.figure')].map(i => [i.alt, "
@@ -241,7 +239,7 @@ def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_f
                                                   "cells equal the embedded float32", "labels outside their svg",
                                                   "labels under 10 px"], rows)
     evidence.table("figures: a 9 pt label as shown", ["figure", "natural width", "shown width", "label (px)"], label_px)
-    evidence.text("screenshots", "\n".join(str(p) for p in sorted(shots.glob("attention-*.png"))))
+    evidence.text("screenshots", "\n".join(str(p) for p in sorted(screenshots.glob("attention-*.png"))))
     assert errors == []
     assert {page for page, *_ in rows} == {written_report.name, trace_view.name}
     for page, action, label, drawn, heads, exact, outside, small in rows:
