@@ -68,6 +68,7 @@ def pytest_configure(config):
         "counterfeits(*names): the counterfeit models (bertspec.proof.counterfeits) on which this claim must fail",
         "browser: opens the written report in headless Chromium (select alone with -m browser)",
         "across_families: runs on every bundled family model in the default run too, not only with --family",
+        "one_implementation: the answer does not depend on the attention implementation; runs on the first chosen",
     ):
         config.addinivalue_line("markers", marker)
     choice = config.getoption("--attn-implementation")
@@ -143,7 +144,11 @@ def pytest_generate_tests(metafunc):
     # Always both ids, so test ids (and snapshot names) do not depend on the option;
     # the model fixture skips the implementations the option left out.
     if "attn_implementation" in metafunc.fixturenames:
-        metafunc.parametrize("attn_implementation", ATTN_IMPLEMENTATIONS, scope="session")
+        # A claim whose answer no attention kernel decides (a task head's loss, freezing, an optimizer's parameter
+        # groups) runs on one: the first the run chose.
+        one = metafunc.definition.get_closest_marker("one_implementation") is not None
+        chosen = metafunc.config.stash[SETTINGS].attn_implementations[:1] if one else ATTN_IMPLEMENTATIONS
+        metafunc.parametrize("attn_implementation", chosen, scope="session")
     # With --family every claim, in the default run only those marked across_families: every other test id (and
     # snapshot name) stays as it is; with --bert-model none.
     across = metafunc.definition.get_closest_marker("across_families") is not None

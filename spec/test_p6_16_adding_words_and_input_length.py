@@ -60,6 +60,9 @@ def test_never_split_keeps_a_token_whole_only_in_the_python_tokenizer_and_add_to
     Asked in: huggingface/transformers#3518, huggingface/transformers#23459, huggingface/transformers#12223, huggingface/transformers#4723, huggingface/transformers#738, huggingface/transformers#1322, huggingface/sentence-transformers#1974, google-research/bert#404
     """
     entry = split_entry(tokenizer)
+    if not (Path(tokenizer.name_or_path) / "vocab.txt").is_file():
+        pytest.skip("the checkpoint has no vocab.txt: the Python WordPiece, the one tokenizer that reads never_split, "
+                    "cannot be built from tokenizer.json alone")
     before, after = (part.strip() for part in texts_for(tokenizer).around_unknown)
     texts = {"apart": f"{before} {entry} {after}", "glued": f"{before} {entry}{after}"}
     added = copy.deepcopy(tokenizer)

@@ -155,6 +155,7 @@ def windows(bert, text: str, width: int, stride: int):
                           return_special_tokens_mask=True, padding=True, return_tensors="pt")
 
 
+@pytest.mark.one_implementation  # the windows are the tokenizer's; no attention kernel decides them
 def test_a_text_longer_than_the_window_is_read_in_overlapping_windows_while_truncation_drops_its_tail(bert, evidence):
     """A text longer than the window is cut by the tokenizer (stride, return_overflowing_tokens) into windows that each fit the position table, overlap by exactly the stride and together cover every token; truncation alone keeps only the first window and drops the rest.
 

@@ -21,6 +21,10 @@ from bertspec.proof.reference import IGNORE_INDEX
 from bertspec.proof.tolerances import TOL
 from conftest import SEED
 
+# A task head's loss, freezing, an optimizer's groups, initialisation, dropout knobs: no attention kernel decides
+# the answer, so each claim runs on one implementation (bertspec.plugin).
+pytestmark = pytest.mark.one_implementation
+
 
 def seeded(bert, task: str, **overrides) -> loading.Loaded:
     """The checkpoint under test in its family's class for ``task`` with config ``overrides`` (num_labels=3, ...),

@@ -25,6 +25,10 @@ from bertspec.proof.examples import answer_labels, masked_batch
 from bertspec.proof.tolerances import TOL, kernel_tolerance
 from bertspec.tracing.modes import dropout_disabled, dropout_probabilities, training
 
+# A task head's loss, freezing, an optimizer's groups, initialisation, dropout knobs: no attention kernel decides
+# the answer, so each claim runs on one implementation (bertspec.plugin).
+pytestmark = pytest.mark.one_implementation
+
 SEED = 0  # the spec's seed (conftest.SEED): a model built from a config starts the same way every run
 
 
