@@ -287,7 +287,9 @@ def test_train_mode_differs_from_eval_only_through_dropout(bert, evidence):
     qkv = ([trace.tensor(a.projection_step(0, w)) for w in ("query", "key", "value")] if a.fused_qkv is None
            else trace.tensor(a.projection_step(0, "query")).chunk(3, -1))
     q, k, v = (x.unflatten(-1, (bert.config.num_attention_heads, -1)).transpose(1, 2) for x in qkv)
-    p_attention = bert.config.attention_probs_dropout_prob
+    # BERT's config calls it attention_probs_dropout_prob; DistilBERT's and ModernBERT's attention_dropout.
+    p_attention = next(getattr(bert.config, name) for name in ("attention_probs_dropout_prob", "attention_dropout")
+                       if hasattr(bert.config, name))
 
     def kernel_twice(dropout_p):
         first, second = (torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p) for _ in range(2))
