@@ -119,7 +119,7 @@ def test_position_ids_is_a_buffer_left_out_of_the_state_dict_so_an_old_checkpoin
     if "position_ids" not in buffers:
         scope.not_applicable(bert, f"{type(embeddings).__name__} keeps no position_ids buffer")
     key = f"{a.embeddings}.position_ids"
-    old_style = {**embeddings.state_dict(), "position_ids": buffers["position_ids"].clone()}  # as v3.1–v4.30 saved it
+    old_style = {**embeddings.state_dict(), "position_ids": buffers["position_ids"].clone()}  # as versions before PR #24505 saved it
     reloaded = copy.deepcopy(embeddings)
     with pytest.raises(RuntimeError, match=r"Unexpected key\(s\) in state_dict: \"position_ids\""):
         reloaded.load_state_dict(old_style)
@@ -303,7 +303,7 @@ def resized(bert, size: int, mean_resizing: bool):
 def test_resize_token_embeddings_keeps_the_old_rows_gives_new_ones_the_old_mean_and_grows_the_tied_decoder_with_them(mlm, evidence):
     """After add_tokens and resize_token_embeddings(len(tokenizer)), the old rows are unchanged, the new rows sit at the old rows' mean (not zero, not [UNK]'s row), and the tied decoder is the same grown matrix, its bias padded with zeros.
 
-    Since PR #33325 (v4.46) ``mean_resizing=True`` is the default: the new
+    Since PR #33325 ``mean_resizing=True`` is the default: the new
     rows are drawn from a normal with the old rows' mean and 1e-9 times
     their covariance, so each lands within a few 1e-9-scaled deviations of
     the mean; before, they were drawn from N(0, initializer_range²), which
@@ -318,7 +318,7 @@ def test_resize_token_embeddings_keeps_the_old_rows_gives_new_ones_the_old_mean_
     Question: After add_tokens and resize_token_embeddings, what are the new tokens' vectors, and is the MLM decoder resized too?
     问题：add_tokens 并 resize_token_embeddings 之后，新 token 的向量是什么？MLM 的 decoder 也会跟着变大吗？
     中文：add_tokens 并 resize_token_embeddings(len(tokenizer)) 之后，旧行不变，新行位于旧行的均值处（既不是零，也不是 [UNK] 的那一行），共享权重的 decoder 就是同一个变大的矩阵，它的 bias 用 0 补齐。
-    原因：自 PR #33325（v4.46）起默认 mean_resizing=True：新行从以旧行均值为均值、以旧行协方差的 1e-9 倍为协方差的正态分布中抽取，
+    原因：自 PR #33325 起默认 mean_resizing=True：新行从以旧行均值为均值、以旧行协方差的 1e-9 倍为协方差的正态分布中抽取，
     因此每一行都落在均值附近几个（按 1e-9 缩放的）标准差之内；此前它们从 N(0, initializer_range²) 中抽取，mean_resizing=False
     仍这样做，离均值很远。MLM decoder 的权重就是嵌入矩阵本身，所以随之变大，头部的 bias 为每个新 token 增加一个 0，logits 的宽度变成新的
     词表大小：新 token 可以被预测。诱人的答案——新 token 从零开始、从 [UNK] 的向量开始、或只有输入端变大——都不成立。在模型与 tokenizer 的副本上进行。
