@@ -139,9 +139,16 @@ def _zoo(args) -> None:
 
 
 def _build_default_model(args) -> None:
-    from bertspec.builders import default_model
+    from bertspec.models.source import BEYOND_ENCODERS
 
-    default_model.main(args.out, args.family)
+    if args.family in BEYOND_ENCODERS:
+        from bertspec.builders import beyond_encoders
+
+        beyond_encoders.main(args.out, args.family)
+    else:
+        from bertspec.builders import default_model
+
+        default_model.main(args.out, args.family)
 
 
 # How each choice a CheckpointError concerns is spelled on this command line.
@@ -156,7 +163,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    from bertspec.models.source import ATTN_IMPLEMENTATIONS, DEVICES, FAMILIES  # no torch before a bad folder is reported
+    from bertspec.models.source import (  # no torch before a bad folder is reported
+        ATTN_IMPLEMENTATIONS, BEYOND_ENCODERS, DEVICES, FAMILIES,
+    )
 
     p = OneLineParser(prog="python -m bertspec", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -180,8 +189,9 @@ def parser() -> argparse.ArgumentParser:
     z.set_defaults(run=_zoo)
     b = sub.add_parser("build-default-model", help="rebuild the bundled model (or a family sibling) from fixtures/corpus.zh.txt")
     b.add_argument("out", nargs="?", default=None, help="default: fixtures/default-model, fixtures/family/<family>")
-    b.add_argument("--family", choices=(*FAMILIES, "all"), default="bert",
-                   help="the architecture; all: each, into OUT/<family> when OUT is given")
+    b.add_argument("--family", choices=(*FAMILIES, "all", *BEYOND_ENCODERS), default="bert",
+                   help="the architecture; all: each BERT-family one, into OUT/<family> when OUT is given; "
+                        f"{', '.join(BEYOND_ENCODERS)}: chapter P8's decoders and encoder-decoder")
     b.set_defaults(run=_build_default_model)
     return p
 

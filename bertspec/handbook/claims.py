@@ -33,6 +33,7 @@ CHAPTERS = {
     "P5": ("知识库", "The knowledge base"),
     "P6": ("实践中的常见问题", "Questions from practice"),
     "P7": ("知识迁移：BERT 家族", "Knowledge transfer: the BERT family"),
+    "P8": ("超越编码器：解码器与编码器-解码器", "Beyond encoders: decoders and encoder-decoders"),
 }
 
 # Claims about the tool and the spec themselves rather than about BERT: bad input, interrupts, packaging, the
@@ -181,6 +182,13 @@ CATALOGUE = {
     "P7.1": ("理解能迁移到其他 transformer 模型", "the same claims on RoBERTa, DistilBERT, ALBERT, ELECTRA and ModernBERT"),
     "P7.2": ("各架构与 BERT 的差异", "each architectural difference from BERT, its own claim"),
     "P7.3": ("架构对照表", "a comparison table: claim × architecture"),
+    # P8: the bundled GPT-2, LLaMA and T5 (bertspec/builders/beyond_encoders.py), spec/test_p8_*.py
+    "P8.1": ("padding mask 与因果 mask 相遇", "the padding mask meets the causal mask, per version × implementation"),
+    "P8.2": ("批量生成中的 padding 方向与位置", "padding side and positions in batched generation"),
+    "P8.3": ("因果语言模型的 loss", "the causal LM loss: labels shifted inside the model"),
+    "P8.4": ("KV 缓存", "the cache: token-by-token decoding reproduces the full forward"),
+    "P8.5": ("编码器-解码器：交叉注意力与 T5", "encoder-decoder: cross-attention mask, shifted labels, T5's unscaled scores"),
+    "P8.6": ("架构对照表：编码器、解码器、编码器-解码器", "the table: each claim × encoders, decoders, encoder-decoders"),
 }
 
 

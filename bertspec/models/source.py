@@ -20,11 +20,17 @@ DEVICES = ("cpu", "cuda")
 DEFAULT_MODEL_DIR = FIXTURES / "default-model"
 # The bundled model's siblings in the other architectures, built the same way (bertspec/builders/default_model.py).
 FAMILY_MODEL_DIRS = {family: FIXTURES / "family" / family for family in FAMILIES if family != "bert"}
+# Chapter P8's decoders and encoder-decoder, bundled beside them (bertspec/builders/beyond_encoders.py). Not in
+# anatomy.FAMILIES: the encoder claims of P1–P7 would run on them; --family and --model leave them out until they do.
+DECODERS = ("gpt2", "llama")
+ENCODER_DECODERS = ("t5",)
+BEYOND_ENCODERS = (*DECODERS, *ENCODER_DECODERS)
+BEYOND_ENCODER_DIRS = {name: FIXTURES / "family" / name for name in BEYOND_ENCODERS}
 
 
 def bundled_model_dir(family: str = "bert") -> Path:
     """The bundled model of a family: fixtures/default-model for BERT, fixtures/family/<family> for the others."""
-    return DEFAULT_MODEL_DIR if family == "bert" else FAMILY_MODEL_DIRS[family]
+    return DEFAULT_MODEL_DIR if family == "bert" else {**FAMILY_MODEL_DIRS, **BEYOND_ENCODER_DIRS}[family]
 
 
 @dataclass(frozen=True)
