@@ -83,6 +83,44 @@ def model_under_test(settings, model_cache, attn_implementation, family):
 
 
 @pytest.fixture(scope="session")
+def generative_cache(settings):
+    """Loads a bundled decoder or T5 for (architecture, attention implementation), at most once per session."""
+    import torch
+
+    from bertspec.models import loading, source
+
+    loaded = {}
+
+    def get(attn_implementation: str, family: str) -> loading.GenerativeUnderTest:
+        if (family, attn_implementation) not in loaded:
+            torch.manual_seed(SEED)
+            origin = source.resolve(family=family)
+            loaded[family, attn_implementation] = loading.load_generative(origin, attn_implementation, settings.device)
+        return loaded[family, attn_implementation]
+
+    return get
+
+
+@pytest.fixture
+def generative(settings, generative_cache, attn_implementation, family, request):
+    """Chapter P8's model under test: a bundled decoder (GPT-2, LLaMA) or encoder-decoder (T5), in eval mode, per
+    attention implementation; on a claim's counterfeit run, that counterfeit of it (bertspec/proof/teeth.py)."""
+    from bertspec.models.loading import UnsupportedImplementation
+
+    if family is None:
+        pytest.skip("chapter P8 runs on the bundled decoders and T5 (the default run, or --family); --bert-model "
+                    "names one encoder checkpoint, on which P1–P7 run")
+    if attn_implementation not in settings.attn_implementations:
+        pytest.skip(f"{attn_implementation} not chosen by --attn-implementation")
+    try:
+        model = generative_cache(attn_implementation, family)
+    except UnsupportedImplementation as err:
+        pytest.skip(str(err))
+    with teeth.broken(request, model) as broken:
+        yield broken
+
+
+@pytest.fixture(scope="session")
 def loaded_classes():
     return {}
 

@@ -1,10 +1,15 @@
 """Command line: ``python -m bertspec trace "北京是中国的首[MASK]。" [--model PATH] [--html PAGE]`` (or ``bertspec trace …``).
 
+``--model fixtures/family/gpt2`` (``llama``, ``t5``) traces a bundled decoder or T5 of chapter P8: the steps, then
+its top guesses for the next token (T5's: for the span its text marks with <extra_id_0>); the page is the BERT
+family's only.
+
 Errors a user can fix (a bad folder, an over-long input, a page that cannot be written) print one line and exit 2;
 libraries' own warnings are silenced, so that line is all the user sees.
 """
 
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -49,12 +54,94 @@ def _check_page(path: Path) -> None:
 def _trace(args) -> None:
     from bertspec.models import validate
 
+    beyond = None if args.model is None else _beyond_encoder(args.model)
+    if beyond is not None and args.html is not None:
+        raise PageError(f"{args.html}: the page draws the BERT family's traces; {beyond.label} is traced in the "
+                        "terminal only (drop --html)")
     if args.html is not None:
         _check_page(args.html)
-    if args.model is not None:
+    if args.model is not None and beyond is None:
         validate.check_folder(args.model)  # a bad folder fails before torch is imported
     with _quiet_libraries():
-        _print_trace(args)
+        if beyond is None:
+            _print_trace(args)
+        else:
+            _print_generative_trace(args, beyond)
+
+
+def _beyond_encoder(model: str):
+    """The bundled decoder or T5 (chapter P8) a --model folder holds, known by its config's model_type; None for
+    any other folder, which is checked as a BERT-family checkpoint (and told what is wrong with it)."""
+    from bertspec.models import generative, source
+    from bertspec.models.validate import CheckpointError
+
+    folder = Path(model).expanduser()
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):  # no folder, no config, not a JSON object: check_folder says which
+        return None
+    a = generative.of_model_type(model_type)
+    if a is None:
+        return None
+    bundled = source.resolve(family=a.family)
+    if folder.resolve() != bundled.folder.resolve():
+        raise CheckpointError(f"{model}: model_type is {model_type!r}; beyond the BERT family the trace command "
+                              f"loads only the bundled {a.name} ({bundled.folder})")
+    return bundled
+
+
+def _print_generative_trace(args, origin) -> None:
+    """The steps of a decoder's or T5's forward, then its top guesses for the token after the last position."""
+    from bertspec.models import loading
+    from bertspec.models.validate import CheckpointError
+    from bertspec.tracing.trace import trace_forward
+
+    try:
+        model = loading.load_generative(origin, args.attn_implementation, args.device)
+    except loading.UnsupportedImplementation as err:  # T5's sdpa on transformers 4.57
+        raise CheckpointError(f"{args.attn_implementation}: {err}", "attn_implementation") from None
+    batch, notes = _generative_inputs(model, args.text, args.truncate, args.device)
+    tokens = model.tokenizer.convert_ids_to_tokens
+    print(f"model: {model.source} ({model.anatomy.name})  attention: {model.attn_implementation}  "
+          f"device: {args.device}")
+    print(f"tokens: {' '.join(tokens(batch['input_ids'][0]))}")
+    if "decoder_input_ids" in batch:
+        print(f"decoder tokens: {' '.join(tokens(batch['decoder_input_ids'][0]))}")
+    for note in notes:
+        print(f"note: {note}")
+    print()
+    trace, output = trace_forward(model.model, **batch)
+    print(trace.table())
+    top = output.logits[0, -1].float().softmax(-1).topk(GUESSES)
+    where = (f"{SPAN_MARK} begins with" if "decoder_input_ids" in batch
+             else f"next token after {tokens(batch['input_ids'][0, -1].item())}")
+    print(f"\n{where}: {', '.join(f'{t} {p:.3f}' for t, p in zip(tokens(top.indices.tolist()), top.values.tolist()))}")
+
+
+SPAN_MARK = "<extra_id_0>"  # T5's first sentinel: the span its decoder writes after the start token
+GUESSES = 5
+
+
+def _generative_inputs(model, text: str, truncate: bool, device) -> tuple[dict, list[str]]:
+    """The forward's inputs for a decoder or T5, and what they do that a user may not expect."""
+    import torch
+
+    from bertspec.models import generative, inputs
+
+    a, tokenizer, notes = model.anatomy, model.tokenizer, []
+    positions = model.config.max_position_embeddings if a.position_embeddings else None  # a table has that many rows
+    batch = dict(tokenizer(text, return_tensors="pt", truncation=bool(truncate and positions), max_length=positions))
+    if positions is not None:
+        inputs.check_length(batch["input_ids"].shape[1], positions)
+    if batch["input_ids"].shape[1] == 0:  # nothing to continue from: start where generate starts, at bos
+        batch = {"input_ids": torch.tensor([[tokenizer.bos_token_id]]), "attention_mask": torch.tensor([[1]])}
+        notes.append(f"the text is empty: the model sees only its bos token {tokenizer.bos_token}")
+    if a.kind == generative.ENCODER_DECODER:  # the decoder starts, then names the span it writes
+        start = [model.config.decoder_start_token_id, tokenizer.convert_tokens_to_ids(SPAN_MARK)]
+        batch["decoder_input_ids"] = torch.tensor([start])
+        if SPAN_MARK not in text:
+            notes.append(f"the text marks no span with {SPAN_MARK}: {a.name} was trained to fill the spans it marks")
+    return {key: t.to(device) for key, t in batch.items()}, notes
 
 
 def _print_trace(args) -> None:

@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 
 from bertspec.handbook import atomic, collect, render  # noqa: E402
 from bertspec.models import source, validate  # noqa: E402
-from bertspec.models.source import ATTN_IMPLEMENTATIONS, DEVICES, FAMILIES, ModelSource  # noqa: E402
+from bertspec.models.source import ARCHITECTURES, ATTN_IMPLEMENTATIONS, DEVICES, ModelSource  # noqa: E402
 
 # How each choice a CheckpointError concerns is spelled on pytest's command line.
 OPTIONS = {"model": "--bert-model", "device": "--device", "attn_implementation": "--attn-implementation"}
@@ -34,19 +34,21 @@ class Settings:
     model_path: str | None  # None: the bundled default model
     attn_implementations: tuple[str, ...]
     device: str
-    families: tuple[str, ...] = ()  # --family: each claim runs on these bundled models; (): on one model
+    families: tuple[str, ...] = ()  # --family: each claim runs on these bundled architectures; (): on one model
 
     def source(self, family: str | None = None) -> ModelSource:
         """The model under test: --bert-model's folder, or the bundled model of the family (--family), or BERT's.
         In the default run a claim's "bert" parameter (across_families) is the bundled BERT every other claim runs on."""
         return source.resolve(self.model_path, None if family == "bert" and not self.families else family)
 
-    def families_of(self, across: bool) -> tuple[str, ...]:
-        """The families a claim runs on, one test id each: --family's, for every claim; in the default run every
-        bundled family, for a claim marked across_families (``across``); () for one model without a family id."""
+    def families_of(self, across: bool, beyond_encoders: bool = False) -> tuple[str, ...]:
+        """The architectures a claim runs on, one test id each: --family's, for every claim; in the default run every
+        bundled architecture, for a claim marked across_families (``across``) and for chapter P8's claims
+        (``beyond_encoders``: they take the ``generative`` model); () for one model without a family id (--bert-model's
+        checkpoint, where chapter P8's claims skip)."""
         if self.families:
             return self.families
-        return FAMILIES if across and self.model_path is None else ()
+        return ARCHITECTURES if (across or beyond_encoders) and self.model_path is None else ()
 
 
 def pytest_addoption(parser):
@@ -57,9 +59,10 @@ def pytest_addoption(parser):
     group.addoption("--attn-implementation", metavar="|".join((*ATTN_IMPLEMENTATIONS, "all")), default="all",
                     help="attention implementation(s) the claims run on (default: all)")
     group.addoption("--device", metavar="|".join(DEVICES), default="cpu", help="device of the model (default: cpu)")
-    group.addoption("--family", metavar="all|" + "|".join(FAMILIES), default=None,
-                    help="run every claim on the bundled model of each BERT-family architecture named "
-                         "(comma-separated, or all); default: the bundled BERT alone")
+    group.addoption("--family", metavar="all|" + "|".join(ARCHITECTURES), default=None,
+                    help="run every claim on the bundled model of each architecture named (the BERT family, "
+                         "decoders, T5; comma-separated, or all); default: the bundled BERT, and chapter P8 on "
+                         "the bundled decoders and T5")
 
 
 def pytest_configure(config):
@@ -69,6 +72,8 @@ def pytest_configure(config):
         "browser: opens the written report in headless Chromium (select alone with -m browser)",
         "across_families: runs on every bundled family model in the default run too, not only with --family",
         "one_implementation: the answer does not depend on the attention implementation; runs on the first chosen",
+        "carries(encoder=, decoder=, encoder_decoder=): the claim's verdict (bertspec.proof.scope) on a kind of "
+        "architecture it does not run on",
     ):
         config.addinivalue_line("markers", marker)
     choice = config.getoption("--attn-implementation")
@@ -96,12 +101,12 @@ def _families(option: str | None, model_path: str | None) -> tuple[str, ...]:
         raise pytest.UsageError("--family runs the bundled family models, --bert-model one checkpoint of any family: "
                                 "give one of the two")
     if option == "all":
-        return FAMILIES
+        return ARCHITECTURES
     names = tuple(option.split(","))
     # "all" is a value of its own: inside a list it would name every family twice.
-    if not all(name in FAMILIES for name in names) or len(set(names)) != len(names):
+    if not all(name in ARCHITECTURES for name in names) or len(set(names)) != len(names):
         raise pytest.UsageError(f"--family {option}: not a valid value; use all, or one or more of "
-                                f"{', '.join(FAMILIES)} separated by commas, each once")
+                                f"{', '.join(ARCHITECTURES)} separated by commas, each once")
     return names
 
 
@@ -152,9 +157,19 @@ def pytest_generate_tests(metafunc):
     # With --family every claim, in the default run only those marked across_families: every other test id (and
     # snapshot name) stays as it is; with --bert-model none.
     across = metafunc.definition.get_closest_marker("across_families") is not None
-    families = metafunc.config.stash[SETTINGS].families_of(across)
+    families = metafunc.config.stash[SETTINGS].families_of(across, "generative" in metafunc.fixturenames)
     if families and "family" in metafunc.fixturenames:
         metafunc.parametrize("family", families, scope="session")
+
+
+@pytest.hookimpl(tryfirst=True)  # before any fixture: a session-scoped one (the tokenizer) would load the model
+def pytest_runtest_setup(item):
+    """A claim's run on an architecture it is not written for skips with its verdict (bertspec.proof.scope.carry)."""
+    from bertspec.proof import scope
+
+    family = getattr(getattr(item, "callspec", None), "params", {}).get("family")
+    if family is not None:
+        scope.carry(item, family, beyond_encoders="generative" in item.fixturenames)
 
 
 # ---- each test's claim and evidence travel in its report; the collector gathers them ----

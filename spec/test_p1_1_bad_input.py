@@ -28,7 +28,7 @@ MODES = {"pytest": [], "pytest -n 2": ["-n", "2"]}
 
 # pytest's alone: the trace command has no --family
 FAMILY_OPTIONS = {
-    "unknown family": (["--family", "gpt2"], "--family gpt2: not a valid value"),
+    "unknown family": (["--family", "gpt3"], "--family gpt3: not a valid value"),
     "all among family names": (["--family", "all,bert"], "--family all,bert: not a valid value"),
     "a family named twice": (["--family", "bert,bert"], "each once"),
     "an empty family name": (["--family", "bert,"], "--family bert,: not a valid value"),

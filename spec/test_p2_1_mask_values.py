@@ -91,6 +91,11 @@ def test_the_mask_reaching_the_layers_has_the_form_read_in_this_transformers_ver
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("mask_dropped", "mask_value_minus_infinity")
+@pytest.mark.carries(
+    decoder=scope.differs_on("a causal layer mask also hides every future key: the padding mask merged with the causal "
+                             "triangle, or None and sdpa's is_causal flag", scope.CAUSAL_MASK_FORM),
+    encoder_decoder=scope.differs_on("T5's encoder gets a padding mask, its decoder a causal one, its cross-attention "
+                                     "the encoder's padding mask", scope.CAUSAL_MASK_FORM))
 def test_a_float_layer_mask_equals_one_minus_mask_times_the_dtype_minimum(bert, evidence):
     """Where the layer gets a float mask, it is (1.0 - attention_mask) * finfo(dtype).min.
 

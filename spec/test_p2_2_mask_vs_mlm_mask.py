@@ -53,6 +53,10 @@ def test_the_padding_mask_and_the_mlm_mask_token_are_separate_inputs(bert, evide
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("mask_token_hidden")
+@pytest.mark.carries(
+    decoder=scope.not_applicable_to("a causal LM has no [MASK]: it predicts each next token from the tokens before it"),
+    encoder_decoder=scope.differs_on("T5 hides whole spans behind sentinel tokens (<extra_id_N>) in its encoder's input, "
+                                     "which attends both ways", scope.T5_SPANS))
 def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evidence):
     """[MASK] is an ordinary visible token: every query gives it weight, and it may attend to every real token.
 
@@ -97,6 +101,11 @@ def test_the_mask_token_is_attended_to_and_attends_to_every_real_token(bert, evi
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("mask_dropped")
+@pytest.mark.carries(
+    decoder=scope.differs_on("a decoder predicts at each row's right end, so a batch is padded on the left, where the "
+                             "padding changes nothing", scope.LEFT_PADDING),
+    encoder_decoder=scope.differs_on("the encoder's padding is hidden from every decoder query by the cross-attention "
+                                     "mask", scope.T5_CROSS_MASK))
 def test_appending_padding_does_not_change_the_prediction_at_the_mask_position(mlm, evidence):
     """The logits at [MASK] are the same with 0, 1 or 8 [PAD] tokens appended, and so is the prediction.
 

@@ -146,6 +146,10 @@ def test_the_embeddings_are_word_plus_token_type_plus_position_vectors_then_laye
 
 @pytest.mark.across_families
 
+@pytest.mark.carries(
+    gpt2=scope.not_applicable_to("GPT-2 has no token-type table: token_type_ids, if passed, are looked up in the word "
+                                 "embeddings"),
+    decoder=scope.NO_TOKEN_TYPES, encoder_decoder=scope.NO_TOKEN_TYPES)
 def test_omitted_token_type_ids_mean_segment_a_for_every_token(bert, evidence):
     """Called without token_type_ids, BERT gives every token type 0 (segment A): the same output as explicit zeros, not as ones.
 
@@ -179,6 +183,12 @@ def test_omitted_token_type_ids_mean_segment_a_for_every_token(bert, evidence):
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("positions_counted_from_one")
+@pytest.mark.carries(
+    gpt2=scope.differs_on("omitted positions count 0..T−1 from each row's first column, so left padding shifts a row's "
+                          "absolute positions; generate passes cumsum(mask) − 1", scope.DECODER_POSITIONS),
+    llama=scope.differs_on("rotary positions: shifting every position of a row leaves its scores unchanged",
+                           scope.DECODER_POSITIONS),
+    t5=scope.not_applicable_to("T5 takes no position ids: each attention adds a learned bias of the query–key distance"))
 def test_omitted_position_ids_count_from_0_to_t_minus_1(bert, evidence):
     """Called without position_ids, BERT numbers the positions 0..T-1: the same output as explicit 0..T-1, not as 1..T.
 

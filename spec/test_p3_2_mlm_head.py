@@ -146,6 +146,11 @@ def storage_span(t: torch.Tensor) -> range:
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("untied_decoder", "untied_decoder_perturbed")
+@pytest.mark.carries(
+    decoder=scope.differs_on("the head has no bias, and is the embedding matrix only where the config ties them",
+                             scope.TIED_HEAD),
+    encoder_decoder=scope.differs_on("the head has no bias, and is the embedding matrix only where the config ties them",
+                                     scope.TIED_HEAD))
 def test_the_decoder_weight_is_the_word_embedding_matrix_itself_and_its_bias_is_its_own(mlm, evidence):
     """The decoder's weight is the word-embedding matrix itself (same storage, not a copy); its bias is a separate vector.
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertspec.handbook.figures import loss_and_gradient_figure
+from bertspec.proof import scope
 from bertspec.proof.compare import real_tokens
 from bertspec.proof.examples import answer_labels, masked_batch
 from bertspec.proof.reference import IGNORE_INDEX, mlm_loss, token_nll
@@ -123,6 +124,11 @@ def test_a_hand_written_log_softmax_gather_mean_loss_equals_the_models_loss(mlm,
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("loss_counting_ignored_positions")
+@pytest.mark.carries(
+    decoder=scope.differs_on("a causal LM's labels are its inputs, shifted inside the model: the logits before a -100 "
+                             "label get no gradient", scope.CAUSAL_GRADIENT),
+    encoder_decoder=scope.differs_on("T5 shifts the labels right into decoder_input_ids; its loss skips -100 labels, "
+                                     "unshifted", scope.T5_SHIFT))
 def test_only_labelled_positions_receive_gradient_on_the_logits(mlm, evidence):
     """d loss / d logits is exactly zero at every position labelled -100, and (softmax − one_hot(label)) / n at the n labelled ones.
 

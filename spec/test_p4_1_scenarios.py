@@ -337,6 +337,7 @@ def test_several_masks_are_predicted_in_one_pass_and_none_sees_anothers_answer(m
 
 @pytest.mark.across_families
 @pytest.mark.counterfeits("mask_value_minus_one")
+@pytest.mark.carries(decoder=scope.CAUSAL_ZERO_TOO, encoder_decoder=scope.CAUSAL_ZERO_TOO)
 def test_cls_and_sep_are_attended_like_any_token_while_pad_keys_get_exactly_zero(bert, evidence):
     """[CLS] opens every row and [SEP] closes its real tokens; both are ordinary attended keys, and only [PAD] keys get exactly 0.
 

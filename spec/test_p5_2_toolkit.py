@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from bertspec.handbook import claims, collect, knowledge, render, walkthrough
 from bertspec.models import versions
-from bertspec.proof.pages import REPORTED, SPEC, every_claim_page, sections, text_of
+from bertspec.proof.pages import REPORTED, SPEC, every_claim_page, sections, steps_of, text_of
 from bertspec.tracing import masks
 from bertspec.tracing.modes import dropout_probabilities
 
@@ -300,12 +300,6 @@ def evidence_titles(claim: claims.Discovered) -> set[str]:
             and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)}
 
 
-def steps_of(html: str) -> dict[str, str]:
-    """BERT in one page: step anchor -> the HTML of that step."""
-    walk = html[html.index('<section id="bert-in-one-page">'):html.index('<section id="qa-index">')]
-    return {part.split('"', 1)[0]: part for part in walk.split('<li class="step" id="')[1:]}
-
-
 def test_bert_in_one_page_walks_from_the_input_to_the_loss_showing_this_runs_evidence_and_the_claims_that_prove_each_step(settings, written_report, evidence):
     """BERT in one page walks from the tokens to the gradient in both languages, each step linked to the claims that prove it and showing the evidence one of them recorded in this run, or none when it did not run.
 
@@ -339,7 +333,7 @@ def test_bert_in_one_page_walks_from_the_input_to_the_loss_showing_this_runs_evi
                                        for claim, title in (s.shows for s in walkthrough.STEPS) if claim == function]
         collector.add(report)
     made = render.Page(collector, settings).html()
-    shown = steps_of(made)
+    shown = steps_of(made, "bert-in-one-page")
     written = written_report.read_text(encoding="utf-8")
     ran = {c["function"] for c in json.loads(written_report.with_suffix(".json").read_text())["claims"]
            if c["outcome"] == "passed"}
@@ -348,12 +342,12 @@ def test_bert_in_one_page_walks_from_the_input_to_the_loss_showing_this_runs_evi
         claim, title = step.shows
         html = shown[step.anchor]
         rows.append((step.key, len(step.claims), claim, title in evidence_titles(discovered[claim]),
-                     f"evidence of {claim}" in html, 'class="step-evidence"' in steps_of(written)[step.anchor]))
+                     f"evidence of {claim}" in html, 'class="step-evidence"' in steps_of(written, "bert-in-one-page")[step.anchor]))
         assert all(f in discovered for f in step.claims) and claim in step.claims, step.key
         assert title in evidence_titles(discovered[claim]), f"{step.key}: {claim} records no {title!r}"
         assert text_of(render.inline(step.zh)) in text_of(html) and text_of(render.inline(step.en)) in text_of(html)
         assert (f"evidence of {claim}" in html) == (claim not in (failed, absent)), step.key
-        assert ('class="step-evidence"' in steps_of(written)[step.anchor]) == (claim in ran), step.key
+        assert ('class="step-evidence"' in steps_of(written, "bert-in-one-page")[step.anchor]) == (claim in ran), step.key
         for function in step.claims:
             if function != absent:
                 assert f'href="#{collector.by_function()[function].anchor}"' in html, (step.key, function)

@@ -21,8 +21,8 @@ def identity(settings) -> dict[str, str]:
     else:
         where = "bundled (fixtures/default-model)" if settings.model_path is None else str(folders[0])
         also = [family for family in settings.families_of(across=True) if family != "bert"]
-        if also:  # the default run: chapter P7 and the claims marked across_families run on every family's model
-            where += "; chapter P7 and the claims marked across_families also on fixtures/family/: " + ", ".join(also)
+        if also:  # the default run: chapters P7, P8 and the claims marked across_families run on every architecture
+            where += "; chapters P7, P8 and the claims marked across_families also on fixtures/family/: " + ", ".join(also)
     return {
         "model / 模型": where,
         "size / 规模": "; ".join(shape(read_json(folder / "config.json")) for folder in folders),

@@ -291,6 +291,32 @@ GLOSSARY = [
          ("test_every_role_the_anatomy_names_is_a_module_of_the_model_and_every_step_name_a_true_module_path",
           "test_the_comparison_table_shows_each_claim_on_each_family_as_holds_differs_linked_not_applicable_or_fails"),
          ("anatomy",)),
+    Term("causal mask", "解码器的 mask：每个 query 只能看到自己和之前的 key；与 padding mask 合并，或者为 None、由 sdpa 的 is_causal 完成。",
+         "A decoder's mask: each query sees only itself and the keys before it; merged with the padding mask, or None "
+         "and sdpa's is_causal flag does it.",
+         ("test_each_attention_receives_the_mask_form_read_in_this_version_and_a_causal_one_hides_the_future",
+          "test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query_of_a_causal_self_attention"),
+         ("causal mask", "因果 mask")),
+    Term("left padding", "把 [PAD] 放在每行开头：解码器在每行最右端追加新 token，批量生成因此在左侧填充。",
+         "Pads placed at the start of each row: a decoder appends each new token at a row's right end, so batched "
+         "generation pads on the left.",
+         ("test_right_padding_changes_most_batched_greedy_continuations_and_left_padding_changes_none",
+          "test_a_left_padded_row_gives_its_prompts_logits_with_generates_position_ids_and_without_them_only_under_rotary_positions"),
+         ("left padding", "left-padded", "左侧填充", "左侧 padding")),
+    Term("KV cache", "past_key_values：每层已算过的 key 与 value；逐 token 生成时新 token 只计算自己的一行。",
+         "past_key_values: each layer's keys and values already computed; generating token by token, the new token "
+         "computes only its own row.",
+         ("test_decoding_token_by_token_with_the_cache_gives_the_logits_of_the_full_forward_with_padding_in_the_cache",),
+         ("KV cache", "past_key_values", "KV 缓存")),
+    Term("cross-attention", "编码器-解码器中解码器的 query 关注编码器输出的 key 与 value；它的 mask 就是编码器的 padding mask。",
+         "In an encoder-decoder, the decoder's queries attend to the keys and values of the encoder's output; its mask "
+         "is the encoder's padding mask.",
+         ("test_t5_decoder_queries_give_padded_encoder_positions_exactly_zero_probability_in_every_cross_attention_layer",),
+         ("cross-attention", "交叉注意力")),
+    Term("decoder_input_ids", "T5 解码器的输入：labels 右移一位、以起始 token 开头并把 -100 换成 pad；loss 不再移位。",
+         "T5's decoder input: the labels shifted right, starting with the start token, -100 replaced by pad; the loss "
+         "is not shifted again.",
+         ("test_t5_builds_decoder_inputs_by_shifting_the_labels_right_and_scores_its_loss_against_the_labels_unshifted",)),
 ]
 
 

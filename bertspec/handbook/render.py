@@ -203,9 +203,10 @@ class Page:
     # -- BERT in one page, the Q&A index and chapters --
 
     @property
-    def steps(self) -> list[tuple[walkthrough.Step, dict | None]]:
-        """BERT in one page: each step with the evidence record its claim recorded in this run, None if none."""
-        return [(step, self.record(*step.shows)) for step in walkthrough.STEPS]
+    def walks(self) -> list[tuple[walkthrough.Walk, list[tuple[walkthrough.Step, dict | None]]]]:
+        """BERT in one page, then from BERT to GPT and T5: each step with the evidence record its claim recorded in
+        this run, None if none."""
+        return [(walk, [(step, self.record(*step.shows)) for step in walk.steps]) for walk in walkthrough.WALKS]
 
     def record(self, function: str, title: str) -> dict | None:
         """A claim's evidence record titled ``title`` in its first passed run; None if it did not pass."""
@@ -238,6 +239,26 @@ class Page:
     def one_badge(result) -> bool:
         """Many runs with one outcome take one badge."""
         return len(result.runs) > 4 and len({run.outcome for run in result.runs}) == 1
+
+    @staticmethod
+    def run_groups(result) -> list[tuple[str, str, str, list]]:
+        """(outcome, label, reason, evidence) per run as the claim shows it: each run its own, except the runs that
+        skipped with the same verdict on several architectures (a P8 claim on the six encoders), which share one entry
+        naming them all."""
+        groups: dict[tuple, list] = {}
+        for run in result.runs:
+            v = run.verdict
+            key = (run.outcome, v.kind, v.why, v.shown_by) if v else (run.outcome, run.param, run.reason)
+            groups.setdefault(key, []).append(run)
+        shown = []
+        for runs in groups.values():
+            if len(runs) == 1 or runs[0].verdict is None:
+                shown += [(run.outcome, run.param or run.outcome, run.reason, run.evidence) for run in runs]
+                continue
+            names = ", ".join(dict.fromkeys(run.verdict.family for run in runs))
+            shared = dataclasses.replace(runs[0].verdict, family=names)
+            shown.append((runs[0].outcome, f"{len(runs)} runs", shared.reason, []))
+        return shown
 
     @staticmethod
     def common_skip(result) -> str | None:
@@ -282,6 +303,20 @@ class Page:
         # The default run: only the claims marked across_families ran per family; --family: all; --bert-model: none.
         return verdicts.Table(self.results, facts.families(self.settings), per_family=bool(marked),
                               every_claim=bool(every) or not marked)
+
+    @staticmethod
+    def teeth_badges(runs: list[dict]) -> list[tuple[str, str, str]]:
+        """(outcome, label, title) per badge of a claim's runs on one counterfeit: each run that went red or stayed
+        green its own badge, the runs that skipped (the counterfeit cannot be made there, or the claim does not
+        apply) one badge together, its title each distinct reason once."""
+        shown = [(t["outcome"], f'{t["implementation"]}' + (f' · {t["family"]}' if t.get("family") else ""), t["reason"])
+                 for t in runs if t["outcome"] in ("passed", "failed")]
+        skipped = [t for t in runs if t["outcome"] not in ("passed", "failed")]
+        if skipped:
+            reasons = "; ".join(dict.fromkeys(t["reason"] for t in skipped))
+            shown.append(("skipped", f"{len(skipped)} skipped" if len(skipped) > 1 else skipped[0]["implementation"],
+                          reasons))
+        return shown
 
     def counterfeits(self) -> list[tuple[str, str, dict[str, list]]]:
         """(counterfeit, what it breaks, {claim: its runs on it}) for every counterfeit."""

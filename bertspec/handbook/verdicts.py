@@ -15,7 +15,7 @@ once (on the bundled BERT, or on no model) and the section counts them instead
 import dataclasses
 from dataclasses import dataclass
 
-from bertspec.models import anatomy
+from bertspec.models import source
 from bertspec.proof import scope
 
 VERDICTS = {  # kind -> (Chinese, English, mark), in the legend's order
@@ -39,6 +39,7 @@ class Cell:
     why: str = ""  # the failure, the verdict's statement or the skip's text
     shown_by: str = ""  # differs: the claim (test function) that shows the family's own mechanism
     span: int = 1
+    verdict: scope.Verdict | None = None  # the skip's verdict, whose reason neighbouring cells may share
 
     @property
     def says_why(self) -> bool:
@@ -52,7 +53,7 @@ class Table:
 
     def __init__(self, results, families: list[str], per_family: bool, every_claim: bool):
         self.families = families
-        self.names = [anatomy.FAMILIES[family].name for family in families]
+        self.names = [source.name_of(family) for family in families]
         self.per_family = per_family  # each claim's runs are told apart by their family (--family, the default run)
         claims = [result for result in results if result.claim is not None]
         placed = [result for result in claims if not result.benchmark]  # benchmarks measure, they claim nothing
@@ -85,9 +86,31 @@ class Table:
         verdict = next((run.verdict for run in runs if run.verdict is not None), None)
         if verdict is None:
             return Cell("not-run", runs[0].reason)
-        return Cell(verdict.kind, verdict.statement, verdict.shown_by)
+        return Cell(verdict.kind, verdict.statement, verdict.shown_by, verdict=verdict)
+
+    @property
+    def shown_rows(self) -> list[tuple]:
+        """The rows as the page shows them: neighbouring cells with one verdict for the same reason (a P8 claim on the
+        six encoders) merged into one cell that spans them and names each architecture."""
+        return [(result, merged(cells)) for result, cells in self.rows]
 
     def _cells(self, result) -> list[Cell]:
         if len(self.families) > 1 and all(run.family is None for run in result.runs):  # one run, whatever the family
             return [dataclasses.replace(self.verdict(result, self.families[0]), span=len(self.families))]
         return [self.verdict(result, family) for family in self.families]
+
+
+def merged(cells: list[Cell]) -> list[Cell]:
+    """Runs of neighbouring cells whose verdicts differ only in the architecture's name, as one spanning cell."""
+    def reason(cell):
+        v = cell.verdict
+        return None if v is None else (v.kind, v.why, v.shown_by)
+
+    out: list[Cell] = []
+    for cell in cells:
+        if out and reason(cell) is not None and reason(cell) == reason(out[-1]):
+            verdict = dataclasses.replace(cell.verdict, family=f"{out[-1].verdict.family}, {cell.verdict.family}")
+            out[-1] = dataclasses.replace(out[-1], why=verdict.statement, verdict=verdict, span=out[-1].span + 1)
+        else:
+            out.append(cell)
+    return out

@@ -134,3 +134,89 @@ STEPS = [
           "test_the_tied_matrix_receives_gradient_from_both_the_embedding_lookup_and_the_decoder"),
          ("test_only_labelled_positions_receive_gradient_on_the_logits", "|d loss / d logits| per position")),
 ]
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One page of steps: its anchor, its title and a sentence in each language, and the steps."""
+
+    key: str
+    title_zh: str
+    title: str
+    intro_zh: str
+    intro: str
+    steps: list[Step]
+
+
+# From BERT to GPT and T5: what changes when the same questions are asked of a decoder and an encoder-decoder,
+# each difference linked to the chapter P8 claims that prove it on the bundled GPT-2, LLaMA and T5.
+BEYOND = [
+    Step("causal-mask", "因果 mask：padding 之上再加未来", "The causal mask: padding, and the future too",
+         "解码器的每个 query 只能看到自己和之前的 key：padding mask 与未来 key 的三角合并成每层收到的 mask（或者 mask 为 None、"
+         "由 sdpa 的 is_causal 标志完成）。没有 padding 的 batch 也不再是“全零” mask。padding key 与未来 key 的概率都严格为 0。",
+         "A decoder's query sees only itself and the keys before it: the padding mask and the triangle of future keys "
+         "merge into the mask each layer receives (or the mask is None and sdpa's is_causal flag does it). An "
+         "unpadded batch no longer has an \"all-zero\" mask. Padded and future keys both get probability exactly 0.",
+         ("test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query_of_a_causal_self_attention",
+          "test_each_attention_receives_the_mask_form_read_in_this_version_and_a_causal_one_hides_the_future",
+          "test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_next_token_guesses"),
+         ("test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query_of_a_causal_self_attention",
+          "GPT-2, eager, left-padded batch ['北京是中国的', '北京']: probabilities at real queries")),
+    Step("padding-side", "左侧 padding 与位置", "Left padding and positions",
+         "生成时新 token 接在每行的最右端，所以批量生成要在左侧 padding；右侧 padding 会让 [PAD] 夹在提示与续写之间。"
+         "左侧 padding 之后，GPT-2 的绝对位置要从每行第一个真实 token 数起（generate 传入 position_ids）；"
+         "LLaMA 的旋转位置只看相对距离，整体平移不改变分数。",
+         "In generation the new token is appended at each row's right end, so a batch is padded on the left; right "
+         "padding puts pads between a prompt and its continuation. After left padding, GPT-2's absolute positions "
+         "must count from each row's first real token (generate passes position_ids); LLaMA's rotary positions see "
+         "only relative distances, so a shift of all of them leaves the scores unchanged.",
+         ("test_right_padding_changes_most_batched_greedy_continuations_and_left_padding_changes_none",
+          "test_a_left_padded_row_gives_its_prompts_logits_with_generates_position_ids_and_without_them_only_under_rotary_positions",
+          "test_the_bundled_decoders_finish_corpus_lines_from_their_first_half_where_an_untrained_twin_does_not"),
+         ("test_right_padding_changes_most_batched_greedy_continuations_and_left_padding_changes_none",
+          "GPT-2: one prompt of each length")),
+    Step("causal-loss", "因果 LM 的 loss：labels 就是输入", "The causal LM loss: the labels are the inputs",
+         "因果语言模型的 labels 就是 input_ids 本身：模型在内部把 logits 与 labels 错开一位，用户不要自己再移位。"
+         "提示和 padding 标为 -100，就既不进 loss 也不产生梯度——对应 BERT 的“只有有标签的位置得到梯度”。",
+         "A causal LM's labels are the input_ids themselves: the model shifts logits and labels by one inside, and "
+         "the user must not shift them again. Prompt and padding tokens labelled -100 enter neither the loss nor the "
+         "gradient, the counterpart of BERT's \"gradient only at labelled positions\".",
+         ("test_minus_100_on_prompt_and_padding_leaves_them_out_of_a_decoders_loss_and_gives_their_preceding_logits_exactly_zero_gradient",
+          "test_a_decoders_loss_with_labels_equal_to_its_input_ids_scores_each_position_against_the_next_token"),
+         ("test_minus_100_on_prompt_and_padding_leaves_them_out_of_a_decoders_loss_and_gives_their_preceding_logits_exactly_zero_gradient",
+          "row 0: |d loss / d logits| per position")),
+    Step("cache", "KV 缓存", "The cache",
+         "逐个 token 生成时，每层把已算过的 key 与 value 存进缓存，新 token 只需计算自己的一行；"
+         "带缓存的逐步前向给出与一次完整前向相同的 logits，缓存中的 padding 也照样被屏蔽。",
+         "Generating token by token, each layer keeps the keys and values already computed in its cache and the new "
+         "token computes only its own row; the cached, step-by-step forward gives the logits of one full forward, "
+         "with the padding in the cache still hidden.",
+         ("test_decoding_token_by_token_with_the_cache_gives_the_logits_of_the_full_forward_with_padding_in_the_cache",),
+         ("test_decoding_token_by_token_with_the_cache_gives_the_logits_of_the_full_forward_with_padding_in_the_cache",
+          "GPT-2 (eager): token by token with the cache vs one full forward")),
+    Step("encoder-decoder", "编码器-解码器：T5", "The encoder-decoder: T5",
+         "T5 的编码器像 BERT 一样双向；解码器是因果的，并通过交叉注意力读取编码器的输出，编码器的 padding mask 就是交叉注意力的 mask。"
+         "decoder_input_ids 是 labels 右移一位、以起始 token 开头并把 -100 换成 pad；loss 不再移位。T5 的分数不除以 √d，缩放放在初始化里。",
+         "T5's encoder is bidirectional like BERT; its decoder is causal and reads the encoder's output through "
+         "cross-attention, whose mask is the encoder's padding mask. decoder_input_ids are the labels shifted right, "
+         "starting with the start token, -100 replaced by pad; the loss is not shifted again. T5 does not divide its "
+         "scores by √d: the scale lives in the initialisation.",
+         ("test_t5_decoder_queries_give_padded_encoder_positions_exactly_zero_probability_in_every_cross_attention_layer",
+          "test_t5_decoder_self_attention_gives_later_decoder_tokens_zero_probability_and_its_encoder_does_not",
+          "test_t5_builds_decoder_inputs_by_shifting_the_labels_right_and_scores_its_loss_against_the_labels_unshifted",
+          "test_t5_does_not_divide_its_scores_by_the_square_root_of_the_head_size_its_query_initialisation_carries_the_scale",
+          "test_the_lm_head_is_the_word_embedding_matrix_itself_exactly_where_the_config_ties_them_and_has_no_bias"),
+         ("test_t5_decoder_queries_give_padded_encoder_positions_exactly_zero_probability_in_every_cross_attention_layer",
+          "T5 (eager): cross-attention over a right-padded encoder batch (7 of 10 positions of row 1 padded)")),
+]
+
+WALKS = [
+    Walk("bert-in-one-page", "BERT 一页纸", "BERT in one page",
+         "从输入到 loss 的每一步：一两句话、本次运行在被测模型上得到的证据，以及证明它的结论。",
+         "Every step from the input to the loss: a sentence or two, the evidence this run computed on the model under "
+         "test, and the claims that prove it.", STEPS),
+    Walk("bert-to-gpt-and-t5", "从 BERT 到 GPT 与 T5", "From BERT to GPT and T5",
+         "同样的问题问解码器（GPT-2、LLaMA）与编码器-解码器（T5）：每个不同之处、本次运行在自带模型上的证据，以及证明它的第 P8 章结论。",
+         "The same questions asked of decoders (GPT-2, LLaMA) and an encoder-decoder (T5): each difference, the "
+         "evidence this run computed on the bundled models, and the chapter P8 claims that prove it.", BEYOND),
+]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bertspec.models import anatomy, source, validate
+from bertspec.models import anatomy, generative, source, validate
 from bertspec.models.anatomy import Anatomy
 from bertspec.models.inputs import Batch, Texts, encode, texts_for
 from bertspec.models.source import ATTN_IMPLEMENTATIONS, ModelSource
@@ -242,3 +242,43 @@ def load(model: ModelSource | str | Path | None = None, attn_implementation="eag
         origin=origin,
         has_mlm_head=not any(not k.startswith(f"{a.base}.") for k in loaded.missing),
     )
+
+
+@dataclass
+class GenerativeUnderTest:
+    """A bundled decoder or encoder-decoder (chapter P8), loaded in eval mode, with its tokenizer."""
+
+    model: torch.nn.Module  # GPT2LMHeadModel, LlamaForCausalLM or T5ForConditionalGeneration
+    tokenizer: object
+    attn_implementation: str
+    origin: ModelSource
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @cached_property
+    def anatomy(self) -> generative.GenerativeAnatomy:
+        return generative.of_model_type(self.config.model_type)
+
+    @property
+    def source(self) -> str:
+        return self.origin.label
+
+    def encode(self, texts, padding_side: str = "left", **kwargs):
+        """Tokenize and pad a batch; on the left unless told, as a decoder that appends to each row needs."""
+        self.tokenizer.padding_side = padding_side
+        return self.tokenizer(texts, return_tensors="pt", padding=True, **kwargs)
+
+
+def load_generative(origin: ModelSource, attn_implementation="eager", device="cpu") -> GenerativeUnderTest:
+    """Load a bundled decoder or T5 into its language-model class, as from_pretrained reads any folder."""
+    import transformers
+
+    a = generative.ARCHITECTURES[origin.family]
+    if attn_implementation == "sdpa" and not getattr(getattr(transformers, a.lm_class), "_supports_sdpa", True):
+        raise UnsupportedImplementation(f"transformers {transformers.__version__}'s {a.lm_class} has no sdpa "
+                                        "attention (_supports_sdpa is False); its claims run on eager")
+    loaded = load_class(origin.folder, a.lm_class, attn_implementation, device)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(origin.folder), local_files_only=True)
+    return GenerativeUnderTest(loaded.model, tokenizer, attn_implementation, origin)

@@ -11,21 +11,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertspec import FIXTURES
-from bertspec.models import anatomy
+from bertspec.models import anatomy, generative
 
-FAMILIES = tuple(anatomy.FAMILIES)  # "bert" first: the default run's family
+FAMILIES = tuple(anatomy.FAMILIES)  # the BERT family's encoders, "bert" first: the default run's family
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 DEVICES = ("cpu", "cuda")
 
 DEFAULT_MODEL_DIR = FIXTURES / "default-model"
 # The bundled model's siblings in the other architectures, built the same way (bertspec/builders/default_model.py).
 FAMILY_MODEL_DIRS = {family: FIXTURES / "family" / family for family in FAMILIES if family != "bert"}
-# Chapter P8's decoders and encoder-decoder, bundled beside them (bertspec/builders/beyond_encoders.py). Not in
-# anatomy.FAMILIES: the encoder claims of P1–P7 would run on them; --family and --model leave them out until they do.
-DECODERS = ("gpt2", "llama")
-ENCODER_DECODERS = ("t5",)
+# Chapter P8's decoders and encoder-decoder, bundled beside them (bertspec/builders/beyond_encoders.py).
+DECODERS = tuple(a.family for a in generative.ARCHITECTURES.values() if a.kind == generative.DECODER)
+ENCODER_DECODERS = tuple(a.family for a in generative.ARCHITECTURES.values() if a.kind == generative.ENCODER_DECODER)
 BEYOND_ENCODERS = (*DECODERS, *ENCODER_DECODERS)
 BEYOND_ENCODER_DIRS = {name: FIXTURES / "family" / name for name in BEYOND_ENCODERS}
+# Every architecture with a bundled model: --family's values, the columns of the handbook's table.
+ARCHITECTURES = (*FAMILIES, *BEYOND_ENCODERS)
+ENCODER = "encoder"
+
+
+def kind_of(family: str) -> str:
+    """encoder, decoder or encoder-decoder."""
+    return generative.ARCHITECTURES[family].kind if family in generative.ARCHITECTURES else ENCODER
+
+
+def name_of(family: str) -> str:
+    """The architecture's name as people write it: BERT, RoBERTa, ..., GPT-2, LLaMA, T5."""
+    return {**anatomy.FAMILIES, **generative.ARCHITECTURES}[family].name
 
 
 def bundled_model_dir(family: str = "bert") -> Path:
@@ -50,7 +62,7 @@ class ModelSource:
         """How the handbook and the skips name it: "bundled default", "bundled RoBERTa", or the folder."""
         if self.default:
             return "bundled default"
-        return f"bundled {anatomy.FAMILIES[self.family].name}" if self.family else str(self.folder)
+        return f"bundled {name_of(self.family)}" if self.family else str(self.folder)
 
 
 def resolve(model_path=None, family: str | None = None) -> ModelSource:

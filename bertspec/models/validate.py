@@ -58,8 +58,8 @@ class InputTooLongError(ValueError):
 
     def __init__(self, n_tokens: int, max_positions: int, advice: str):
         self.n_tokens, self.max_positions = n_tokens, max_positions
-        super().__init__(f"input is too long: {n_tokens} tokens (with [CLS]/[SEP]) but the model has "
-                         f"{max_positions} position embeddings; shorten the text or {advice}")
+        super().__init__(f"input is too long: {n_tokens} tokens (with the special tokens the tokenizer adds) but the "
+                         f"model has {max_positions} position embeddings; shorten the text or {advice}")
 
 
 @dataclass

@@ -116,6 +116,29 @@ MISMATCHED_SIZES_ERROR = {4: "size mismatch for", 5: "You set `ignore_mismatched
 UNTIED_DECODER_MISSING = {4: ("cls.predictions.decoder.weight",),
                           5: ("cls.predictions.decoder.bias", "cls.predictions.decoder.weight")}
 
+# The position_ids generate gives a decoder's padded batch: cumsum(attention_mask) - 1, so that each row counts from its
+# first real token, and at the pads (where that is -1) a filler: 4.57's GenerationMixin.prepare_inputs_for_generation
+# rebuilds them at every step (`position_ids.masked_fill_(attention_mask == 0, 1)`); 5.x's generate builds them once in
+# _prepare_position_ids_for_generation (`masked_fill(attention_mask == 0, 0)`) and _update_model_kwargs_for_generation
+# appends last + 1 for each new token (generation/utils.py of 4.57.6 and 5.25; neither GPT-2 nor LLaMA overrides them).
+GENERATE_PAD_POSITION = {4: 1, 5: 0}
+
+# The keyword a decoder's or T5's forward takes its cache under, and the field of its output that returns it: 4.57
+# `past_key_values`, beside cache_position (the new tokens' slots in the cache, by default past length + arange); 5.x
+# renamed it `cache` (@deprecate_kwarg("past_key_values", "5.40.0", new_name="cache"): the old name still works, with a
+# warning) and dropped cache_position: positions, the causal mask and T5's relative bias read cache.get_seq_length()
+# (modeling_gpt2.py, modeling_llama.py, modeling_t5.py of 4.57.6 and 5.25). Both build a DynamicCache (T5: an
+# EncoderDecoderCache of two, self- and cross-attention) when use_cache=True and none is passed.
+CACHE_KEYWORD = {4: "past_key_values", 5: "cache"}
+
+# Where T5Attention puts the mask it receives: 4.57 adds it into the position bias it computes (`position_bias =
+# position_bias + causal_mask`, in each stack's first layer; later layers receive that sum and do not add their mask
+# again) and returns the sum as its second output; 5.x returns the bias alone and the attention function adds the mask
+# (eager) or folds both into sdpa's attn_mask (create_position_bias_mask), where a causal module called with no mask
+# (sdpa, nothing padded) gets the triangle from its is_causal flag (modeling_t5.py T5Attention.forward of 4.57.6 and
+# 5.25; integrations/sdpa_attention.py of 5.25).
+T5_BIAS_HOLDS_MASK = {4: True, 5: False}
+
 
 def table(knowledge: dict, columns: list[str], *observed) -> tuple[list[str], list[list]]:
     """(header, rows) of a version table, with a column marking the rows this run verified (keys in ``observed``)."""

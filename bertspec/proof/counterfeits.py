@@ -411,3 +411,6 @@ def gradient_only_at_labels(bert: ModelUnderTest):
 
     with hooks.attached(bert.model, pre=remember), hooks.attached(bert.module(bert.anatomy.embeddings), post=post):
         yield bert
+
+# Decoders and encoder-decoders: the counterfeits of chapter P8 register in the same registry.
+from bertspec.proof import counterfeits_generative  # noqa: E402, F401

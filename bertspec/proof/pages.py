@@ -51,3 +51,10 @@ def sections(page: str) -> dict[str, str]:
 
 def text_of(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def steps_of(html: str, walk: str) -> dict[str, str]:
+    """A walk of the handbook (``bert-in-one-page``, ``bert-to-gpt-and-t5``): step anchor -> the HTML of that step."""
+    start = html.index(f'<section id="{walk}">')
+    section = html[start:html.index("</section>", start)]
+    return {part.split('"', 1)[0]: part for part in section.split('<li class="step" id="')[1:]}

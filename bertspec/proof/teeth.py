@@ -46,17 +46,33 @@ def add_counterfeit_runs(items: list, config) -> None:
     from bertspec.proof import counterfeits
 
     runs = []
+    firsts = first_values(items)
     for item in items:
         for name, parameters in declared(getattr(item, "obj", None)):
             if name not in counterfeits.REGISTRY:
                 raise pytest.UsageError(f"{item.nodeid} declares unknown counterfeit {name!r}")
-            if _runs_with(item, parameters):
+            if _runs_with(item, parameters, firsts.get(getattr(item, "originalname", None), {})):
                 runs.append(_counterfeit_run(item, name))
     items.extend(runs)
     config.stash[COLLECTED] = list(items)
 
 
-def _runs_with(item, parameters: dict) -> bool:
+def first_values(items) -> dict[str, dict]:
+    """function -> {parameter: its first value}, in collection order (the order of its parametrize values).
+
+    pytest 9's ``callspec.indices`` numbers the function's whole parameter grid, not each parameter's own list, so
+    "the first value" is read from the items themselves."""
+    firsts = {}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            seen = firsts.setdefault(item.originalname, {})
+            for key, value in callspec.params.items():
+                seen.setdefault(key, value)
+    return firsts
+
+
+def _runs_with(item, parameters: dict, firsts: dict) -> bool:
     """Whether this parametrization of the claim is the one its counterfeit runs use."""
     callspec = getattr(item, "callspec", None)
     if callspec is None:
@@ -65,7 +81,7 @@ def _runs_with(item, parameters: dict) -> bool:
         if key in parameters:
             if value != parameters[key]:
                 return False
-        elif key not in MODEL_PARAMETERS and callspec.indices[key] != 0:
+        elif key not in MODEL_PARAMETERS and value != firsts[key]:
             return False
     return True
 

@@ -145,6 +145,66 @@ def model_tolerance(bert, batch, expected: torch.Tensor, **extra) -> dict:
     return forward_tolerance(expected, bert.config, score_peak(bert.model, batch, **extra))
 
 
+def generative_score_bound(generative, **inputs) -> float:
+    """An upper bound of every |attention score| of a decoder or T5 (chapter P8) on ``inputs``, for forward_tolerance.
+
+    Cauchy–Schwarz, |q·k| <= |q| |k|, with each head's queries and keys read where their projections leave them
+    (rotary positions turn pairs of a head's coordinates and keep its norm; GPT-2's one c_attn holds q, k, v in that
+    order), times the architecture's score scale, plus the largest relative position bias T5 adds to its scores.
+    """
+    from bertspec.tracing import hooks
+
+    a, model, config = generative.anatomy, generative.model, generative.config
+    head_dim = getattr(config, "d_kv", None) or getattr(config, "head_dim", None) or \
+        config.hidden_size // config.num_attention_heads
+    largest = {"q": 0.0, "k": 0.0}
+
+    def measure(roles):
+        def post(module, args, kwargs, output):
+            for role, part in zip(roles, output.chunk(len(roles), dim=-1)):
+                if role in largest:
+                    largest[role] = max(largest[role], part.unflatten(-1, (-1, head_dim)).norm(dim=-1).max().item())
+        return post
+
+    handles = []
+    for path, _, _ in a.attention_modules(model):
+        names = a.stack_of(path).projections
+        for name, roles in zip(names, [("q", "k", "v")] if len(names) == 1 else [("q",), ("k",), ("v",)]):
+            handles += hooks.register(model.get_submodule(f"{path}.{name}"), post=measure(roles))
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        hooks.remove(handles)
+    bias = max((m.weight.abs().max().item() for n, m in model.named_modules() if n.endswith("relative_attention_bias")),
+               default=0.0)
+    return largest["q"] * largest["k"] * (head_dim ** -0.5 if a.scales_scores else 1.0) + bias
+
+
+def generative_tolerance(generative, expected: torch.Tensor, **inputs) -> dict:
+    """forward_tolerance for a decoder or T5 run on ``inputs``, with generative_score_bound as the largest score and one
+    layer's error per attention module (a T5 decoder layer counts twice, for its self- and its cross-attention)."""
+    return forward_tolerance(expected, generative.config, generative_score_bound(generative, **inputs),
+                             layers=len(generative.anatomy.attention_modules(generative.model)))
+
+
+def rotary_shift_tolerance(generative, expected: torch.Tensor, angle_max: float, **inputs) -> dict:
+    """generative_tolerance, plus what rounding the rotary angles adds when every position of a row moves by one constant.
+
+    In exact arithmetic a rotary score depends on m − n only: R(mθ)q · R(nθ)k = q · R((n − m)θ)k, for any θ. In
+    float32 each angle m·θ_i is rounded (by at most u·angle_max, the largest position times θ_0 = 1 rad), and its cos
+    and sin by about 2u more, so each rotated query or key moves by up to 2u(angle_max + 3) of its norm (one more u for
+    the rotation's own products) and a score by up to 4u(angle_max + 3)·N, N the score bound (generative_score_bound,
+    |q||k| times the scale); the two forwards compared each carry that, 8u(angle_max + 3)·N apart. As in layer_error,
+    softmax turns an absolute score error d into a relative error of up to 2d, and the layers' errors add.
+    """
+    score = generative_score_bound(generative, **inputs)
+    layers = len(generative.anatomy.attention_modules(generative.model))
+    rotary = 16 * UNIT_ROUNDOFF[torch.float32] * (angle_max + 3) * score
+    base = forward_tolerance(expected, generative.config, score, layers=layers)
+    return dict(atol=base["atol"] + SAFETY * layers * rotary * expected.detach().abs().max().item(), rtol=0.0)
+
+
 # A second kernel in a half dtype may land up to this many times as far from float32 as eager does: both round the
 # same intermediates to the dtype (a fused kernel keeps some sums wider, never narrower), so 3x is already generous.
 SECOND_KERNEL_SPREAD = 3

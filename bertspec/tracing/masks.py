@@ -67,6 +67,15 @@ def _value_names(mask) -> list[str]:
     return sorted(names, key=lambda n: (n != "-0.0", n != "0.0", n))
 
 
+def padding_only(mask: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    """A causal layer mask without its triangle: every query sees the keys its last query sees (all but padding), in
+    the mask's own form; for None, a boolean that hides nothing, so that no causal flag is passed on either."""
+    if mask is None:
+        b, t = hidden.shape[:2]
+        return torch.ones(b, 1, t, t, dtype=torch.bool, device=hidden.device)
+    return mask[..., -1:, :].expand_as(mask).clone()
+
+
 @contextmanager
 def layer_mask_replaced(model: torch.nn.Module, replace, only=None):
     """While open, every self-attention module (or those in ``only``) receives ``replace(original_mask,

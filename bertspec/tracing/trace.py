@@ -1,4 +1,4 @@
-"""Record one forward pass of a BERT-family model, step by step.
+"""Record one forward pass of a BERT-family model, a decoder (GPT-2, LLaMA) or T5, step by step.
 
 Every step is a record with the same fields (:class:`Step`): a name that is a
 true module path of the model (``bert.encoder.layer.0.attention.output.LayerNorm``),
@@ -8,22 +8,32 @@ summary values and, on request, the tensor itself.
 
 How each value is obtained, without editing transformers:
 
-* which modules to record is read from the family's anatomy (bertspec.models.anatomy):
-  BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA or ModernBERT, as the MLM class
-  or as the base model alone;
+* which modules to record is read from the model's anatomy, by its config's
+  model_type: a BERT-family encoder's (bertspec.models.anatomy: BERT, RoBERTa,
+  DistilBERT, ALBERT, ELECTRA or ModernBERT, as the MLM class or as the base
+  model alone), or a decoder's or T5's (bertspec.models.generative: every
+  self- and cross-attention module, the final norms, the lm_head);
 * module outputs and LayerNorm inputs: forward hooks (a norm's input is still
   at hand when it returns);
-* the mask *as the self-attention module received it*: a pre-hook reading its
+* the mask *as each attention module received it*: a pre-hook reading its
   mask argument (a tensor, or ``None`` when transformers skipped building one);
 * inside attention, a ``TorchFunctionMode`` is active only while the
-  self-attention module runs, from the moment its input projections (q, k, v)
+  attention module runs, from the moment its input projections (q, k, v)
   have returned: every torch call it sees goes through Python, and none of
-  those before can be a score. On the eager path it observes the score matrix
-  entering ``scores + mask`` (or DistilBERT's ``masked_fill`` on 4.57), the
-  softmax input and output. On the sdpa path the fused kernel hides them, so
-  the mode observes the kernel's arguments (q, k, v, mask, scale) and the
-  tracer *derives* scores and probabilities from them by the kernel's
-  documented maths; such steps say ``source="derived"``.
+  those before can be a score. On the eager path it follows the score matrix
+  from its first product (q·kᵀ, then the scale) to the first call that
+  combines it with another matrix — the mask added (or a slice of it, or
+  DistilBERT's ``masked_fill`` on 4.57), GPT-2 4.57's own causal
+  ``torch.where``, T5's position bias — and records it there as ``scores``;
+  then the softmax input (``scores+mask``: in T5 it holds the position bias
+  too) and output. On the sdpa path the fused kernel hides them, so the mode
+  observes the kernel's arguments (q, k, v, mask, scale, is_causal,
+  enable_gqa) and the tracer *derives* scores and probabilities from them by
+  the kernel's documented maths; such steps say ``source="derived"``. A
+  decoder's kernel may get no mask and ``is_causal=True``: that flag is a
+  step of its own (``:is_causal``), and the derived probabilities apply the
+  causal triangle. So ``scores`` is q·kᵀ, scaled where the model scales,
+  before any mask, on eager and sdpa alike, in every transformers version.
 
 Steps are recorded in execution order, which for BERT is post-LN order:
 ``LayerNorm(x + sublayer(x))``; the values inside attention are recorded when
@@ -53,6 +63,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from bertspec.models import anatomy as anatomies
+from bertspec.models import generative
 from bertspec.tracing import hooks
 
 try:  # the optional extension (pyproject.toml); without it every step takes torch's three passes
@@ -66,9 +77,12 @@ ON_TORCHS_THREADS = (compiled is not None and "parallel backend: OpenMP" in torc
                      and compiled.use_threads_of(torch._C.__file__))
 SHARED_FROM = None if compiled is None else compiled.PARALLEL_MIN  # values from which a pass is shared among threads
 
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
 # Values inside self-attention, recorded as ``<module>:<quantity>``.
 INTERNALS = ("scores", "scores+mask", "probs")
+# The sdpa kernel's is_causal argument, recorded as a step (a 0-d True) where a module passed True: a decoder's
+# mask can be None because the kernel applies the causal triangle itself.
+CAUSAL_FLAG = "is_causal"
 
 
 @dataclass
@@ -312,29 +326,57 @@ class Trace:
 
 
 class _AttentionOps(TorchFunctionMode):
-    """Observes the torch calls one self-attention module makes."""
+    """Observes the torch calls one attention module makes, from the moment its input projections have returned.
 
-    def __init__(self, mask, hides_keys_itself: bool):
+    The score matrix is followed from its birth, the module's 4-D matrix
+    product q·kᵀ, through what scalars make of it (the scale, a dtype cast):
+    ``scores`` is its value when it first meets another matrix. That meeting is
+    the mask added, wherever the mask comes from (the tensor the module
+    received, a slice of it as 4.57's GPT-2 and LLaMA take, DistilBERT's
+    ``masked_fill`` on 4.57), GPT-2 4.57's own causal ``torch.where``, or T5's
+    position bias (added before the mask on 5.x, with the mask folded into it
+    on 4.57). So ``scores`` is q·kᵀ, scaled where the family scales, before
+    any mask and, in T5, before the position bias; the softmax's input is
+    everything added to it.
+    """
+
+    def __init__(self):
         super().__init__()
-        self.mask = mask
-        self.hides_keys_itself = hides_keys_itself  # the module masks with masked_fill, not by adding the mask
-        self.scores = None  # the scores before the mask: left operand of `scores + mask`, or of masked_fill
+        self.scores = None  # the score matrix as it first met another matrix
+        self._latest = None  # the score matrix's latest value while it has met only scalars
         self.softmax = None  # (input, output)
         self.sdpa = None  # (args, kwargs) of scaled_dot_product_attention
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
+        follows = self.scores is None and self._latest is not None and any(a is self._latest for a in args)
+        if follows and _meets_a_matrix(args, kwargs):
+            # T5 4.57 adds its (masked) position bias in place: the value before is kept, not the sum.
+            self.scores, follows = (self._latest.clone() if _in_place(name) else self._latest), False
+        out = func(*args, **kwargs)
         if func is F.softmax:
             self.softmax = (args[0], out)
         elif func is F.scaled_dot_product_attention:
             self.sdpa = (args, kwargs)
-        elif name in ("add", "__add__") and self.mask is not None and len(args) == 2 and args[1] is self.mask:
-            self.scores = args[0]
-        elif name == "masked_fill" and self.hides_keys_itself and self.mask is not None and self.scores is None:
-            self.scores = args[0]
+        elif (self.scores is None and name in PRODUCTS and out.dim() == 4) or (
+                follows and isinstance(out, torch.Tensor) and out.shape == self._latest.shape):
+            self._latest = out  # q·kᵀ, or what a scalar or a cast made of it
         return out
+
+
+# q·kᵀ is the last of these with a (batch, heads, queries, keys) result before the scores meet a matrix; rotary
+# embeddings computed inside the attention (ModernBERT on 4.57) multiply frequencies by positions first, in 3-D.
+PRODUCTS = ("matmul", "__matmul__", "bmm", "einsum")
+
+
+def _meets_a_matrix(args, kwargs) -> bool:
+    """A call that combines the score matrix with a tensor of more than one value (a mask, a bias)."""
+    return sum(isinstance(a, torch.Tensor) and a.numel() > 1 for a in (*args, *kwargs.values())) > 1
+
+
+def _in_place(name: str) -> bool:
+    return name.startswith("__i") or (name.endswith("_") and not name.startswith("_"))
 
 
 def _sdpa_arguments(args, kwargs):
@@ -343,12 +385,27 @@ def _sdpa_arguments(args, kwargs):
     return q, k, kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
 
 
+def _sdpa_causal(args, kwargs) -> bool:
+    """The kernel's is_causal flag: with no mask, decoders on sdpa hand causality to the kernel this way."""
+    return bool(kwargs.get("is_causal", args[5] if len(args) > 5 else False))
+
+
 def _sdpa_internals(args, kwargs):
-    """Scores, masked scores and probabilities as F.scaled_dot_product_attention defines them."""
+    """Scores, masked scores and probabilities as F.scaled_dot_product_attention's documentation defines them.
+
+    With ``enable_gqa`` each key head serves a group of query heads (repeated
+    to their count); with ``is_causal`` a query sees the keys up to its own
+    position (a lower triangle aligned top-left), the rest get -inf.
+    """
     q, k, mask = _sdpa_arguments(args, kwargs)
+    if kwargs.get("enable_gqa"):
+        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
     scale = kwargs.get("scale") or 1.0 / math.sqrt(q.shape[-1])
     scores = (q @ k.transpose(-2, -1)).mul_(scale)  # in place: the same values as `* scale`, one matrix fewer
-    if mask is None:
+    if _sdpa_causal(args, kwargs):
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril().logical_not()
+        masked = scores.masked_fill(future, float("-inf"))
+    elif mask is None:
         masked = scores
     elif mask.dtype == torch.bool:  # True = may attend; torch's reference fills the rest with -inf
         masked = scores.masked_fill(~mask, float("-inf"))
@@ -377,7 +434,9 @@ class _Shape(NamedTuple):
 def _sdpa_shapes(args, kwargs):
     """Shapes and dtypes of what _sdpa_internals would compute, from the kernel's arguments alone."""
     q, k, mask = _sdpa_arguments(args, kwargs)
-    scores = _Shape((*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2]), q.dtype)
+    heads = ((*torch.broadcast_shapes(q.shape[:-3], k.shape[:-3]), q.shape[-3]) if kwargs.get("enable_gqa")
+             else torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]))
+    scores = _Shape((*heads, q.shape[-2], k.shape[-2]), q.dtype)
     if mask is None:
         return scores, scores, scores
     dtype = scores.dtype if mask.dtype == torch.bool else torch.promote_types(scores.dtype, mask.dtype)
@@ -427,6 +486,13 @@ class _Watch:
                 self.ops.__enter__()
 
 
+def anatomy_of(model: torch.nn.Module):
+    """The roles of a model's modules: a BERT-family encoder's (bertspec.models.anatomy) or a decoder's or T5's
+    (bertspec.models.generative), by its config's model_type."""
+    found = generative.of_model_type(getattr(getattr(model, "config", None), "model_type", None))
+    return found or anatomies.of_model(model)
+
+
 class Tracer:
     """Context manager: while open, every forward pass of ``model`` is recorded.
 
@@ -452,7 +518,7 @@ class Tracer:
                  derive: bool = True, only=None):
         self.model = model
         self.keep_tensors = keep_tensors
-        self.anatomy = anatomies.of_model(model)
+        self.anatomy = anatomy_of(model)
         self.route = self.anatomy.route_in(model)
         self.summaries = summaries
         self.derive = derive
@@ -524,7 +590,7 @@ class Tracer:
         self._calls.clear()  # a new forward pass: occurrences count from 0 again
         for key in MODEL_INPUTS:
             if kwargs.get(key) is not None:  # a custom float mask given as input can hold finfo.min too
-                self.record(key, kwargs[key], wide=key == "attention_mask")
+                self.record(key, kwargs[key], wide=key.endswith("attention_mask"))
 
     def _settle(self, module, args, kwargs, output):
         self._statistics.settle()
@@ -558,8 +624,8 @@ class Tracer:
             mask = self.route.mask(module, args, kwargs)
             name = self._name(path)
             self.record(f"{name}:attention_mask", mask, wide=True)
-            if any(self.wanted(f"{name}:{quantity}") for quantity in INTERNALS):
-                ops = _AttentionOps(mask, self.route.hides_keys_itself)
+            if any(self.wanted(f"{name}:{quantity}") for quantity in (*INTERNALS, CAUSAL_FLAG)):
+                ops = _AttentionOps()
                 self._watch = _Watch(ops, self._projections.get(path, 0))
         return hook
 
@@ -578,6 +644,8 @@ class Tracer:
         return hook
 
     def _record_attention_internals(self, name, ops):
+        if ops.sdpa is not None and _sdpa_causal(*ops.sdpa):
+            self.record(f"{name}:{CAUSAL_FLAG}", torch.tensor(True))
         if ops.sdpa is not None:
             if not self.derive:
                 return
@@ -587,12 +655,12 @@ class Tracer:
             source = "derived"
         elif ops.softmax is not None:
             masked, probs = ops.softmax
-            scores = ops.scores if ops.mask is not None else masked
+            scores = masked if ops.scores is None else ops.scores  # nothing met the scores: no mask was added
             source = "observed"
         else:
             raise RuntimeError(f"{name}: attention ran neither softmax nor scaled_dot_product_attention; unknown implementation")
         self.record(f"{name}:scores", scores, source)
-        self.record(f"{name}:scores+mask", masked, source, wide=ops.mask is not None)
+        self.record(f"{name}:scores+mask", masked, source, wide=masked is not scores)
         self.record(f"{name}:probs", probs, source)
 
 
