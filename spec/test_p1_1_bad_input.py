@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertspec.models.source import DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS
+from bertspec.models.source import BEYOND_ENCODER_DIRS, DEFAULT_MODEL_DIR, FAMILY_MODEL_DIRS
 from bertspec.proof.bad_input import BAD_OPTIONS, BROKEN, one_line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,7 +402,7 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     package-dir maps the repository's fixtures/ folder to it), the handbook's
     assets as package data, and ``bertspec`` as a console script. The wheel is
     built here without network and every file of the bundled model and of its
-    family siblings (fixtures/family/) must be in it byte for byte; CI installs
+    family siblings and chapter P8's decoders and T5 (fixtures/family/) must be in it byte for byte; CI installs
     it into a fresh environment and traces from another folder.
 
     The build sees setuptools and nothing else that is installed. setuptools
@@ -422,7 +422,7 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     中文：pip install . 构建的 wheel 包含自带模型、手册的样式与脚本，以及 bertspec 命令。
     原因：安装后的 bertspec 必须能在任何目录中 trace，而不需要源码目录：自带模型作为 bertspec.fixtures 随包发布（pyproject 的
     package-dir 把仓库的 fixtures/ 目录映射过去），手册资源作为 package data，bertspec 是一个命令行脚本。这里不联网地构建 wheel
-    ，自带模型及其家族同类模型（fixtures/family/）的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
+    ，自带模型及其家族同类模型、第 P8 章的解码器与 T5（fixtures/family/）的每个文件都必须逐字节在其中；CI 把它装进全新环境并在另一个目录中 trace。
     构建时只看得到 setuptools：setuptools 写元数据时会加载每个已安装包的 egg_info.writers 入口点，一个无关的坏包（例如就地降级
     transformers 后留下的 kernels，它导入旧版 huggingface_hub 没有的名字）会让构建带着别人的回溯失败，这条声明就成了关于环境而非 wheel
     的声明。选择隔离而不是报出坏包的名字，是因为 wheel 的内容与它无关：把 setuptools 自己的文件链接进一个空目录，后端以
@@ -447,7 +447,8 @@ def test_the_wheel_ships_the_bundled_model_the_handbooks_assets_and_the_bertspec
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         model = {f"bertspec/fixtures/{p.relative_to(DEFAULT_MODEL_DIR.parent)}": p.read_bytes()
-                 for folder in (DEFAULT_MODEL_DIR, *FAMILY_MODEL_DIRS.values()) for p in folder.iterdir()}
+                 for folder in (DEFAULT_MODEL_DIR, *FAMILY_MODEL_DIRS.values(), *BEYOND_ENCODER_DIRS.values())
+                 for p in folder.iterdir()}
         same = {name: name in names and archive.read(name) == data for name, data in model.items()}
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     evidence.table(wheel.name, ["file", "in the wheel, identical"], list(same.items()))
