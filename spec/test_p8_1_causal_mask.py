@@ -205,7 +205,8 @@ def test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_ne
     page = tmp_path / "trace.html"
     refused = cli([*args, "--html", str(page)])
     refusal = capsys.readouterr().err.splitlines()
-    evidence.text(f"$ python -m bertspec {' '.join(args)}   (exit status {status}): its masks and guesses",
+    shown_args = " ".join(args).replace(str(generative.origin.folder), f"fixtures/family/{a.family}")
+    evidence.text(f"$ python -m bertspec {shown_args}   (exit status {status}): its masks and guesses",
                   "\n".join(line for line in out.splitlines() if SHOWN.match(line) or GUESSES.match(line)))
     evidence.table("the same with --html PAGE", ["exit status", "stderr", "page written"],
                    [(refused, "\n".join(refusal), page.exists())])

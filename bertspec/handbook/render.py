@@ -241,6 +241,11 @@ class Page:
         return len(result.runs) > 4 and len({run.outcome for run in result.runs}) == 1
 
     @staticmethod
+    def tally(result) -> list[tuple[str, int]]:
+        """(outcome, how many runs ended so), in the order the outcomes first occur."""
+        return list(Counter(run.outcome for run in result.runs).items())
+
+    @staticmethod
     def run_groups(result) -> list[tuple[str, str, str, list]]:
         """(outcome, label, reason, evidence) per run as the claim shows it: each run its own, except the runs that
         skipped with the same verdict on several architectures (a P8 claim on the six encoders), which share one entry
@@ -250,10 +255,10 @@ class Page:
             v = run.verdict
             key = (run.outcome, v.kind, v.why, v.shown_by) if v else (run.outcome, run.param, run.reason)
             groups.setdefault(key, []).append(run)
-        shown = []
+        shown, first_shown = [], {}  # a record's content -> the run that showed it first
         for runs in groups.values():
             if len(runs) == 1 or runs[0].verdict is None:
-                shown += [(run.outcome, run.param or run.outcome, run.reason, run.evidence) for run in runs]
+                shown += [(run.outcome, run.param or run.outcome, run.reason, once(run, first_shown)) for run in runs]
                 continue
             names = ", ".join(dict.fromkeys(run.verdict.family for run in runs))
             shared = dataclasses.replace(runs[0].verdict, family=names)
@@ -308,14 +313,16 @@ class Page:
     def teeth_badges(runs: list[dict]) -> list[tuple[str, str, str]]:
         """(outcome, label, title) per badge of a claim's runs on one counterfeit: each run that went red or stayed
         green its own badge, the runs that skipped (the counterfeit cannot be made there, or the claim does not
-        apply) one badge together, its title each distinct reason once."""
+        apply) one badge together, its title the first two distinct reasons."""
         shown = [(t["outcome"], f'{t["implementation"]}' + (f' · {t["family"]}' if t.get("family") else ""), t["reason"])
                  for t in runs if t["outcome"] in ("passed", "failed")]
         skipped = [t for t in runs if t["outcome"] not in ("passed", "failed")]
         if skipped:
-            reasons = "; ".join(dict.fromkeys(t["reason"] for t in skipped))
+            reasons = list(dict.fromkeys(t["reason"] for t in skipped))
+            title = "; ".join(reasons[:2]) + (f"; … {len(reasons) - 2} more (the run log has each)"
+                                              if len(reasons) > 2 else "")
             shown.append(("skipped", f"{len(skipped)} skipped" if len(skipped) > 1 else skipped[0]["implementation"],
-                          reasons))
+                          title))
         return shown
 
     def counterfeits(self) -> list[tuple[str, str, dict[str, list]]]:
@@ -373,17 +380,30 @@ def run_log_header() -> str:
 
 # pytest-html's page ends with its run log's data, as JSON in an attribute, and the script that renders it.
 RUN_LOG = re.compile(r'<div id="data-container" data-jsonblob="([^"]*)"></div>\s*<script>(.*?)</script>', re.S)
+# The cells of a run log row (pytest-html's, with the Claim column) as the fields of the test's row fill them: a row
+# that reads so travels without them, and assets/run_log.js writes them back from this template.
+ROW_TEMPLATE = ['<td class="col-result">{result}</td>', '<td class="col-claim">{claim}</td>',
+                '<td class="col-testId">{testId}</td>', '<td class="col-duration">{duration}</td>',
+                '<td class="col-links"></td>']
+ROW_FIELDS = {"result", "claim", "testId", "duration"}
 
 
 def compact_run_log(page: str) -> str:
     """The run log's data gzip-compressed: pytest-html writes one row of JSON per test id, HTML-escaped in an
-    attribute (about 800 bytes a test, most of a report of a thousand test ids); compressed it is a tenth of that.
+    attribute (about 800 bytes a test, most of a report of a thousand test ids); each row's table cells, which repeat
+    its fields, are left out where ROW_TEMPLATE rebuilds them, and the rest compressed to about a twentieth.
     assets/run_log.js unpacks it in the browser and then runs pytest-html's script, which waits for it in an inert
     script element."""
     def pack(match) -> str:
-        data = gzip.compress(html.unescape(match.group(1)).encode("utf-8"), mtime=0)
+        data = json.loads(html.unescape(match.group(1)))
+        for rows in data["tests"].values():
+            for row in rows:
+                if ROW_FIELDS <= row.keys() and row.get("resultsTableRow") == [c.format(**row) for c in ROW_TEMPLATE]:
+                    del row["resultsTableRow"]
+        data["rowTemplate"] = ROW_TEMPLATE
+        packed = gzip.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), mtime=0)
         return environment().get_template("run_log_data.html").render(
-            packed=base64.b64encode(data).decode("ascii"), app=Markup(match.group(2)))
+            packed=base64.b64encode(packed).decode("ascii"), app=Markup(match.group(2)))
 
     return RUN_LOG.sub(pack, page, count=1)
 
@@ -396,3 +416,17 @@ def run_log_cell(report) -> str:
     except claims.ClaimFormatError:
         claim = None
     return str(environment().get_template("run_log.html").module.cell(record, claim))
+
+
+def once(run, first_shown: dict) -> list[dict]:
+    """A run's evidence records, each one that an earlier run of the claim already showed word for word (a table no
+    attention implementation changes) replaced by a line that says where it is."""
+    records = []
+    for rec in run.evidence:
+        key = json.dumps(rec, sort_keys=True)
+        if key in first_shown:
+            records.append({"kind": "same", "title": rec["title"], "as": first_shown[key]})
+        else:
+            first_shown[key] = run.param or run.outcome
+            records.append(rec)
+    return records
