@@ -27,8 +27,8 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
     every ``href="#x"`` has an element with id x; following an index link
     scrolls its claim's section into view; a word nothing contains gets the
     filter's "nothing matches"; every section has both languages and evidence;
-    every figure has a non-zero size no wider than the page; the attention
-    view redraws when another layer or head is chosen. A screenshot of each
+    every figure has a non-zero size no wider than the page, and the page,
+    run log included, no wider than the window; the attention view redraws when another layer or head is chosen. A screenshot of each
     handbook section is saved in screenshots/ beside the report.
 
     Claim ID: P5.1a
@@ -39,8 +39,8 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
     原因：读者看到的内容在真实浏览器中检查（Debian 的 chromium 与 chromium-driver，由 Selenium 驱动，不下载任何东西）：没有控制台错误；
     首页与问答索引都在；首页的计数就是 report.json 中结论与反例运行的计数；页面脚本运行之后（pytest-html 由数据绘制运行日志），每个
     href="#x" 都有 id 为 x 的元素；点击索引链接会把对应结论的小节滚动到视野中；输入一个哪里都没有的词，筛选显示“没有匹配”；每个小节都有
-    两种语言和证据；每个图的尺寸非零且不超过页面宽度；选择另一层或另一个头时 attention 视图会重绘。手册每个部分的截图保存在报告旁的
-    screenshots/ 中。
+    两种语言和证据；每个图的尺寸非零且不超过页面宽度，整页（含运行日志）不超过窗口宽度；选择另一层或另一个头时 attention 视图会重绘。
+    手册每个部分的截图保存在报告旁的 screenshots/ 中。
     """
     reason = browser.missing()
     if reason:
@@ -71,6 +71,7 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
             s.querySelectorAll('.run .record').length])""")
         figures = run("""return [...document.querySelectorAll('img.figure')].map(i => [i.naturalWidth,
             i.getBoundingClientRect().width, document.documentElement.clientWidth])""")
+        page_width = run("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
         views = run("return document.querySelectorAll('.attention-view svg.attention-heatmap').length")
         before = run("return document.querySelector('.attention-view svg.attention-heatmap').getAttribute('aria-label')")
         switched = []
@@ -85,6 +86,7 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
     evidence.table("Q&A links", ["link", "lands on it (location.hash)", "section top (px)"], landed)
     evidence.table("sections", ["anchor", "Chinese", "English", "evidence records"], section_facts)
     evidence.table("figures", ["natural width", "shown width", "page width"], figures)
+    evidence.table("the page", ["content width (px)", "window width (px)"], [page_width])
     evidence.table("attention view", ["views", "before", "layer 1", "layer 1, head 1"], [(views, before, *switched)])
     counts = counts_in(data)
     evidence.table("the front page's counts", ["count", "shown", "from report.json's claims and counterfeit runs"],
@@ -100,6 +102,7 @@ def test_the_handbook_opens_in_a_browser_without_errors_and_every_q_and_a_link_l
     assert links and all(ok and 0 <= top < 200 for _, ok, top in landed)
     assert section_facts and all(zh and en and records for _, zh, en, records in section_facts)
     assert figures and all(natural > 0 and 0 < shown <= page for natural, shown, page in figures)
+    assert page_width[0] <= page_width[1], "the page scrolls sideways: a table or a long name is wider than it"
     assert views >= 1 and before.endswith("layer 0, head 0") and switched == [
         before.replace("layer 0", "layer 1"), before.replace("layer 0, head 0", "layer 1, head 1")]
 

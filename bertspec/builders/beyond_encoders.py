@@ -28,6 +28,11 @@ byte-identical files (built with transformers 5.25). Each family keeps its own c
          tokenizer appends </s>. Trained by span corruption: about 15% of a line's characters in spans of
          about 3, each replaced by the next sentinel; the target is each sentinel and the span it hides, then
          </s> (the text may end with kept characters, where T5 always ends on a span: every line ends in 。).
+No BART: what it does otherwise than T5 is shown elsewhere, on the model that has it. Its learned absolute
+positions (offset by 2) are GPT-2's and BERT's question; its scores are divided by sqrt(d_head), as BERT's; its
+decoder starts from </s> rather than <pad>, a value the shift claim reads from config.decoder_start_token_id
+rather than assumes; its cross-attention mask is built from the encoder's padding by the same helper as T5's
+(masking_utils.create_bidirectional_mask in transformers 5).
 The decoders train 1000 steps as causal LMs on single lines each followed by eos (right-padded, labels -100
 on padding); T5 2000 steps (see T5_STEPS). Query/key weights of the decoders start at std 0.2, as the BERT
 family's: from the default 0.02, after training, mean attention entropy per layer over the corpus was
