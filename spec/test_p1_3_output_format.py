@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from bertspec.tracing import trace as trace_module
-from bertspec.tracing.trace import Step, _Statistics
+from bertspec.tracing import statistics as summing
+from bertspec.tracing.statistics import Statistics
+from bertspec.tracing.trace import Step
 
 
 def test_every_step_record_has_the_same_fields(bert, evidence):
@@ -125,7 +126,7 @@ def edge_cases() -> dict[str, tuple[torch.Tensor, bool, str | None]]:
     cases["subnormal values"] = (torch.randn(100, generator=g) * f32.smallest_normal / 8, False, None)
     cases["a constant, 0.1"] = (torch.full((1000,), 0.1), False, None)
     cases["1000 + 0.03 × N(0, 1)"] = (1000 + 0.03 * torch.randn(1000, generator=g), False, spread)
-    shared = (trace_module.SHARED_FROM or 32_768) + 7_000
+    shared = (summing.SHARED_FROM or 32_768) + 7_000
     for value, n in ((math.inf, 1000), (math.nan, 1000), (math.nan, shared)):
         x = torch.randn(n, generator=g)
         x[n // 2 + 10] = value  # in the second half: the second thread's share where the pass is shared
@@ -137,7 +138,7 @@ def edge_cases() -> dict[str, tuple[torch.Tensor, bool, str | None]]:
 
 def summarised(values: torch.Tensor, wide: bool) -> tuple:
     """(mean, std, min, max) as the tracer records them: one step through the tracer's own statistics."""
-    statistics, step = _Statistics(), Step("values", tuple(values.shape), "float32")
+    statistics, step = Statistics(), Step("values", tuple(values.shape), "float32")
     statistics.add(step, values, wide)
     statistics.settle()
     return step.mean, step.std, step.min, step.max
@@ -147,7 +148,7 @@ def edge_case_errors(monkeypatch, fused: bool) -> list[tuple]:
     """(case, values, largest error, why torch's passes fail it) for every edge case, on one summing path."""
     with monkeypatch.context() as patch:
         if not fused:
-            patch.setattr(trace_module, "fused_moments", None)
+            patch.setattr(summing, "fused_moments", None)
         return [(name, values.numel(), summary_error(summarised(values, wide), float64_summary(values)), limit)
                 for name, (values, wide, limit) in edge_cases().items()]
 
@@ -179,18 +180,18 @@ def test_one_pass_over_a_float32_tensor_gives_float64s_summary_on_every_edge_cas
     求和，其最小值与最大值像 float64 一样传播 nan。在循环步长附近的各种长度与每种边界值上与 torch 归约的 float64 副本比较；
     内置模型 trace 的每个 float32 步骤都走这一遍。可选扩展没有编译成功时（没有 C 编译器，或 CPU 没有 AVX2）跳过。
     """
-    one_pass = trace_module.fused_moments
+    one_pass = summing.fused_moments
     if one_pass is None:
-        pytest.skip(f"the optional extension bertspec.tracing._moments is not built here ({trace_module.MOMENTS_MISSING}): "
+        pytest.skip(f"the optional extension bertspec.tracing._moments is not built here ({summing.MOMENTS_MISSING}): "
                     "the tracer sums with torch's reductions, checked by the next claim")
     rows = edge_case_errors(monkeypatch, fused=True)
     calls = []
-    monkeypatch.setattr(trace_module, "fused_moments", lambda *args: calls.append(args) or one_pass(*args))
+    monkeypatch.setattr(summing, "fused_moments", lambda *args: calls.append(args) or one_pass(*args))
     traced, _ = bert.trace(bert.example(), keep_tensors=True)
     float32_steps = [s for s in traced if s.tensor is not None and s.tensor.dtype == torch.float32]
     evidence.table("one pass against a float64 reduction", ["values", "count", "largest relative error"],
-                   [row[:3] for row in rows], note=f"shared among torch's threads from {trace_module.SHARED_FROM} "
-                                                   f"values: {'yes' if trace_module.ON_TORCHS_THREADS else 'no'}")
+                   [row[:3] for row in rows], note=f"shared among torch's threads from {summing.SHARED_FROM} "
+                                                   f"values: {'yes' if summing.ON_TORCHS_THREADS else 'no'}")
     evidence.table("the bundled model's trace", ["float32 steps", "summed in one pass", "other steps"],
                    [(len(float32_steps), len(calls), len(traced) - len(float32_steps))])
     assert all(error <= SUMMARY_ERROR for _, _, error, _ in rows), rows

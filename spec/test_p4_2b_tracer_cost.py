@@ -19,7 +19,7 @@ import torch
 from bertspec.proof import cost
 from bertspec.proof.benchmarks import (IMPLEMENTATIONS, Shape, forward_key, group, logits, skip_unless_chosen,
                                        this_runs_ratios, timed)
-from bertspec.tracing import trace as trace_module
+from bertspec.tracing import statistics as summing
 from bertspec.tracing.peers import NnsightSaveAll, TransformerLensCache
 from bertspec.tracing.trace import INTERNALS, quantity, trace_forward
 
@@ -55,18 +55,18 @@ HOOKS_COST = ("a Python hook call and a record per step (143 hooks on BERT; a no
               "torch function mode that sees the calls inside attention after q, k and v (12 of some 20 a layer), and "
               "opening the tracer (the hooks registered, then removed): a fixed cost per forward, of the size of the "
               "spread of the plain forward's own rounds on a shared machine (measured: README, Benchmarks)")
-SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec.tracing._moments)" if trace_module.ON_TORCHS_THREADS
-             else "one read pass per step, on one thread (bertspec.tracing._moments)" if trace_module.fused_moments is not None
+SUMMED_BY = ("one read pass per step, shared among torch's threads (bertspec.tracing._moments)" if summing.ON_TORCHS_THREADS
+             else "one read pass per step, on one thread (bertspec.tracing._moments)" if summing.fused_moments is not None
              else "torch's three read passes per step (bertspec.tracing._moments is not built here)")
 VALUES_READ = ("about 32 M values per sequence of 128 at bert-base size (every sublayer's output, the LayerNorm inputs, "
                "the attention matrices, the logits: 128 MB of float32)")
 PASSES_COST = (
     f"{SUMMED_BY} over {VALUES_READ}, and a Python call per step; on top of the shapes-only cost, and within the "
     "spread of the plain forward's own rounds (measured: README, Benchmarks)"
-    if trace_module.ON_TORCHS_THREADS else
+    if summing.ON_TORCHS_THREADS else
     f"{SUMMED_BY} over {VALUES_READ}, half of each tensor read from the other core's cache; on top of the "
     "shapes-only cost (measured: README, Benchmarks)"
-    if trace_module.fused_moments is not None else
+    if summing.fused_moments is not None else
     f"{SUMMED_BY} over {VALUES_READ}: the compiled one-pass summary needs a C compiler at install and a CPU with "
     "AVX2 (measured: README, Benchmarks)")
 HOLDING_COST = ("fresh memory for every kept tensor: the allocator cannot reuse what the trace holds, so the kernel maps "
