@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from bertspec.__main__ import main as cli
+from bertspec.handbook.evidence import attention_rows
 from bertspec.models import generative as architectures
 from bertspec.models import versions
 from bertspec.models.generative import CAUSAL_SELF, CROSS, ENCODER_DECODER, ENCODER_SELF
@@ -27,13 +28,13 @@ TEXTS = {"unpadded": [PREFIX, "中国的首都是"], "padded": [PREFIX, "北京"
 
 
 def traced(model, padding: str):
-    """The trace (tensors kept) of a forward on the unpadded or the left-padded batch, and the batch's 0/1 mask."""
+    """The trace (tensors kept) of a forward on the unpadded or the left-padded batch, and the batch."""
     batch = dict(model.encode(TEXTS[padding], padding_side="left"))
     assert bool((batch["attention_mask"] == 0).any()) == (padding == "padded"), "the batch is not padded as named"
     if model.anatomy.kind == ENCODER_DECODER:
         batch.update(decoder_input_ids=batch["input_ids"], decoder_attention_mask=batch["attention_mask"])
     trace, _ = trace_forward(model.model, keep_tensors=True, **batch)
-    return trace, batch["attention_mask"]
+    return trace, batch
 
 
 def may_see(role: str, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -85,7 +86,8 @@ def test_each_attention_receives_the_mask_form_read_in_this_version_and_a_causal
     每个张量形式的 mask 在每个真实 query 处必须恰好允许其角色可见的 key：真实的 key，因果自注意力中只允许不晚于该 query 的那些。
     """
     a = generative.anatomy
-    trace, attention_mask = traced(generative, padding)
+    trace, batch = traced(generative, padding)
+    attention_mask = batch["attention_mask"]
     known = a.receives(versions.MAJOR, generative.attn_implementation)
     real = attention_mask.bool()
     rows, wrong = [], []
@@ -126,6 +128,8 @@ def test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query
     before it, so both rules are tested apart. T5's encoder is bidirectional:
     its future keys keep a probability above zero. Each real query's row
     sums to 1 within 1e-6 (a float32 sum of at most a few dozen terms).
+    On eager the evidence draws every causal self-attention layer and head
+    of the padded batch: the empty triangle and the empty padded columns.
 
     Claim ID: P8.1
     Question: Do padded keys and future keys get exactly zero attention probability in a decoder?
@@ -134,10 +138,12 @@ def test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query
     原因：tracer 记录每层的概率：eager 观测 softmax 的输出，sdpa 按 torch 文档的语义由内核参数推导（is_causal=True：下三角，其余为 -inf）。
     被屏蔽的 key 的分数比该行最大值低 finfo.min（或 -inf），其指数在 float32 中恰为 0.0：不需要容差。在左侧填充的批次中，
     真实 query 的未来 key 全是真实 token，padding 的 key 都在它之前，因此两条规则分开检验。T5 的编码器是双向的：未来的 key
-    概率保持大于 0。每个真实 query 的行之和在 1e-6 内等于 1（float32 对至多几十项求和）。
+    概率保持大于 0。每个真实 query 的行之和在 1e-6 内等于 1（float32 对至多几十项求和）。在 eager 上，证据画出填充批次中每个因果自注意力
+    层与头：空着的上三角与空着的 padding 列。
     """
     a = generative.anatomy
-    trace, attention_mask = traced(generative, "padded")
+    trace, batch = traced(generative, "padded")
+    attention_mask = batch["attention_mask"]
     real = attention_mask.bool()
     future = torch.ones(real.shape[1], real.shape[1], dtype=torch.bool).triu(1) & real[:, None, :]
     rows = []
@@ -161,6 +167,15 @@ def test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query
                                        "min at future keys", "max |row sum − 1|"], rows)
     assert any(role == CAUSAL_SELF for _, role, *_ in rows) and (a.kind != ENCODER_DECODER or
                                                                  any(role == ENCODER_SELF for _, role, *_ in rows))
+    if generative.attn_implementation == "eager":  # sdpa's are derived from the same inputs: one view is enough
+        causal = torch.stack([trace.tensor(f"{path}:probs") for path, role, _ in a.roles(generative.model)
+                              if role == CAUSAL_SELF])
+        ids = batch.get("decoder_input_ids", batch["input_ids"])
+        tokens = [generative.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
+        evidence.attention_view(f"{a.name}, eager: every causal self-attention layer and head, left-padded batch",
+                                [attention_rows("left-padded", tokens, attention_mask, torch.zeros_like(ids), causal)],
+                                note="a row is a query, a column a key: the future (right of the diagonal) and the "
+                                     "padding (the short row's first columns) are empty at every real query")
 
 
 GUESSES = re.compile(r"^(?:next token after \S+|\S+ begins with): (.+)$", re.MULTILINE)

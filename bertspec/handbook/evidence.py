@@ -117,17 +117,22 @@ class Evidence:
 
 
 def attention_batch(name: str, bert, batch, probs) -> dict:
-    """One example batch of the attention view: its tokens, which are [PAD], their token types, and probs
+    """One example batch of a BERT-family model for the attention view (:func:`attention_rows`)."""
+    tokens = [bert.tokens(batch, row) for row in range(batch.input_ids.shape[0])]
+    return attention_rows(name, tokens, batch.attention_mask, batch.token_type_ids, probs)
+
+
+def attention_rows(name: str, tokens: list[list[str]], attention_mask, token_type_ids, probs) -> dict:
+    """One example batch of the attention view: its tokens, which are padding, their token types, and probs
     (L, B, H, T, T) as the float32 values the model computed.
 
     The probabilities are written as their float32 bytes (little-endian, base64): exact by construction, and at
     5.3 characters a value a third of their shortest decimal form, so a 12-layer model's view still fits the page.
     """
     values = probs.detach().cpu().float().numpy().astype("<f4")  # a copy in that byte order, contiguous
-    rows = range(batch.input_ids.shape[0])
-    return {"name": name, "tokens": [bert.tokens(batch, row) for row in rows],
-            "padded": (batch.attention_mask.cpu() == 0).tolist(), "types": batch.token_type_ids.cpu().tolist(),
-            "shape": list(values.shape), "probs": base64.b64encode(values.tobytes()).decode("ascii")}
+    return {"name": name, "tokens": tokens, "padded": (attention_mask.cpu() == 0).tolist(),
+            "types": token_type_ids.cpu().tolist(), "shape": list(values.shape),
+            "probs": base64.b64encode(values.tobytes()).decode("ascii")}
 
 
 def attention_probs(record: dict):

@@ -161,7 +161,7 @@ BEYOND = [
           "test_each_attention_receives_the_mask_form_read_in_this_version_and_a_causal_one_hides_the_future",
           "test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_next_token_guesses"),
          ("test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query_of_a_causal_self_attention",
-          "GPT-2, eager, left-padded batch ['北京是中国的', '北京']: probabilities at real queries")),
+          "GPT-2, eager: every causal self-attention layer and head, left-padded batch")),
     Step("padding-side", "左侧 padding 与位置", "Left padding and positions",
          "生成时新 token 接在每行的最右端，所以批量生成要在左侧 padding；右侧 padding 会让 [PAD] 夹在提示与续写之间。"
          "左侧 padding 之后，GPT-2 的绝对位置要从每行第一个真实 token 数起（generate 传入 position_ids）；"

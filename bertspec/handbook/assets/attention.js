@@ -109,9 +109,9 @@
     [batchSelect, rowSelect, layerSelect].forEach(function (s) { controls.appendChild(s.label); });
     var note = document.createElement("p");
     note.className = "note";
-    note.textContent = "每个小图是一个头（行 = query，列 = key），点击放大；红色虚线框出的列是 [PAD] key，格中的 0 是严格的 0。" +
+    note.textContent = "每个小图是一个头（行 = query，列 = key），点击放大；红色虚线框出的列是 padding 的 key（BERT 的 [PAD]），格中的 0 是严格的 0。" +
       " Each small map is one head (rows: queries, columns: keys); click one to enlarge it. Dashed red columns are" +
-      " [PAD] keys, the 0 in their cells exactly zero; hover a cell for its value.";
+      " padding keys (BERT's [PAD]), the 0 in their cells exactly zero; hover a cell for its value.";
     [controls, legend, heads, enlarged, note].forEach(function (part) { container.appendChild(part); });
     draw();
   }
@@ -200,9 +200,10 @@
     svg.appendChild(cells(batch, state.row, state.layer, state.head, cell, margin, margin, true));
   }
 
-  // The colour scale with its values, the [PAD] mark and, for a pair, the token types.
+  // The colour scale with its values, the padding mark and, for a pair, the token types; no wider than its
+  // content, so that it fits a narrow card.
   function scale(typed) {
-    var width = 200, x0 = 8, svg = svgNode("svg", { width: 470, height: 44, "class": "attention-scale", role: "img",
+    var width = 200, x0 = 8, svg = svgNode("svg", { width: typed ? 470 : 350, height: 44, "class": "attention-scale", role: "img",
       "aria-label": "colour scale: probability 0 (white) to 1 (dark blue)" });
     for (var i = 0; i < 50; i += 1) {
       svg.appendChild(svgNode("rect", { x: x0 + i * width / 50, y: 4, width: width / 50 + 0.5, height: 14, fill: colour(i / 49) }));
@@ -214,7 +215,7 @@
     });
     var x = x0 + width + 22;
     svg.appendChild(svgNode("rect", { x: x, y: 4, width: 14, height: 14, fill: "#fff", "class": "pad-key" }));
-    svg.appendChild(svgNode("text", { x: x + 20, y: 16 }, "[PAD] key"));
+    svg.appendChild(svgNode("text", { x: x + 20, y: 16 }, "padding key"));
     if (typed) {
       TYPE_COLOURS.forEach(function (fill, t) {
         svg.appendChild(svgNode("rect", { x: x + 100 + t * 70, y: 4, width: 14, height: 14, fill: fill }));
