@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertspec.models import anatomy
+from bertspec.models import anatomy, generative
 
 SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"
@@ -102,6 +102,11 @@ def _read_config(folder: Path) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{folder}: config.json holds no JSON object; re-download or re-save the checkpoint")
     model_type = config.get("model_type")
+    beyond = generative.of_model_type(model_type)
+    if beyond is not None:  # chapter P8 knows it, on its bundled model only (source.py)
+        raise CheckpointError(f"{folder}: model_type is {model_type!r}, a {beyond.kind}; --bert-model takes a BERT-family "
+                              f"encoder, and chapter P8 runs on the bundled {beyond.name} without it (--family "
+                              f"{beyond.family}: on that model alone)")
     if anatomy.of_model_type(model_type) is None:
         raise CheckpointError(f"{folder}: model_type is {model_type!r}, not one of the BERT family bertspec knows "
                               f"({', '.join(sorted(anatomy.BY_MODEL_TYPE))}); {OFFLINE_ADVICE}")

@@ -37,7 +37,10 @@ def _a_file(base: Path) -> Path:
 BROKEN = {
     "missing folder": (lambda base: base / "nowhere", "no such folder"),
     "not a folder": (_a_file, "is a file, not a folder"),
-    "another model type": (lambda base: copy(base, "gpt2", config=config_with(model_type="gpt2")), "model_type is 'gpt2'"),
+    "another model type": (lambda base: copy(base, "xlnet", config=config_with(model_type="xlnet")),
+                           "model_type is 'xlnet', not one of the BERT family"),
+    "a decoder's folder": (lambda base: copy(base, "gpt2", config=config_with(model_type="gpt2")),
+                           "chapter P8 runs on the bundled GPT-2 without it"),
     "no config": (lambda base: copy(base, "no-config", without=["config.json"]), "no config.json"),
     "config does not parse": (lambda base: copy(base, "bad-json", config='{"model_type": "bert",'), "not valid JSON"),
     "no tokenizer files": (lambda base: copy(base, "no-tokenizer", without=["vocab.txt", "tokenizer.json"]),
