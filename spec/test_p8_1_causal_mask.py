@@ -174,8 +174,10 @@ def test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query
         tokens = [generative.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
         evidence.attention_view(f"{a.name}, eager: every causal self-attention layer and head, left-padded batch",
                                 [attention_rows("left-padded", tokens, attention_mask, torch.zeros_like(ids), causal)],
-                                note="a row is a query, a column a key: the future (right of the diagonal) and the "
-                                     "padding (the short row's first columns) are empty at every real query")
+                                note="a row is a query, a column a key: at every real query the future (right of "
+                                     "the diagonal) and the padding (the short row's first columns) are empty; a "
+                                     "padding query hides every key, its row is what softmax makes of hidden scores "
+                                     "(P4.2d), and no real token reads its output")
 
 
 GUESSES = re.compile(r"^(?:next token after \S+|\S+ begins with): (.+)$", re.MULTILINE)
