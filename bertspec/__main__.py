@@ -55,9 +55,6 @@ def _trace(args) -> None:
     from bertspec.models import validate
 
     beyond = None if args.model is None else _beyond_encoder(args.model)
-    if beyond is not None and args.html is not None:
-        raise PageError(f"{args.html}: the page draws the BERT family's traces; {beyond.label} is traced in the "
-                        "terminal only (drop --html)")
     if args.html is not None:
         _check_page(args.html)
     if args.model is not None and beyond is None:
@@ -92,6 +89,7 @@ def _beyond_encoder(model: str):
 
 def _print_generative_trace(args, origin) -> None:
     """The steps of a decoder's or T5's forward, then its top guesses for the token after the last position."""
+    from bertspec.handbook import trace_page
     from bertspec.models import loading
     from bertspec.models.validate import CheckpointError
     from bertspec.tracing.trace import trace_forward
@@ -110,12 +108,18 @@ def _print_generative_trace(args, origin) -> None:
     for note in notes:
         print(f"note: {note}")
     print()
-    trace, output = trace_forward(model.model, **batch)
+    trace, output = trace_forward(model.model, keep_tensors=args.html is not None, **batch)
     print(trace.table())
     top = output.logits[0, -1].float().softmax(-1).topk(GUESSES)
     where = (f"{SPAN_MARK} begins with" if "decoder_input_ids" in batch
              else f"next token after {tokens(batch['input_ids'][0, -1].item())}")
-    print(f"\n{where}: {', '.join(f'{t} {p:.3f}' for t, p in zip(tokens(top.indices.tolist()), top.values.tolist()))}")
+    guesses = list(zip(tokens(top.indices.tolist()), top.values.tolist()))
+    print(f"\n{where}: {', '.join(f'{t} {p:.3f}' for t, p in guesses)}")
+    if args.html is not None:
+        page = trace_page.GenerativeTracePage(model, args.text, batch, trace, (where, guesses), notes,
+                                              args.handbook or trace_page.HANDBOOK)
+        _write_page(args.html, page.html())
+        print(f"\nwrote {args.html}")
 
 
 SPAN_MARK = "<extra_id_0>"  # T5's first sentinel: the span its decoder writes after the start token

@@ -10,6 +10,8 @@ from bertspec.__main__ import main as cli
 from bertspec.handbook import browser, claims
 from bertspec.handbook.evidence import attention_probs
 from bertspec.handbook.figures import LABEL_PT
+from bertspec.models import source
+from bertspec.proof.generation import PREFIX
 from bertspec.proof.pages import SPEC, every_claim_page
 
 # ---- the page in a real browser ----
@@ -197,12 +199,12 @@ def location_hash(driver) -> str:
 @pytest.mark.browser
 def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_for_each_layer_and_batch(
         written_report, model_cache, family, screenshots, evidence):
-    """In headless Chromium at 1366×768, the attention view of the handbook and of the trace command's page draws every head of a layer, enlarges the one clicked, redraws for another layer and batch, exactly the stored values, no label cut off.
+    """In headless Chromium at 1366×768, the attention view of the handbook and of the trace command's pages (the model under test's, the bundled GPT-2's) draws every head of a layer, enlarges the one clicked, redraws for another layer and batch, exactly the stored values, no label cut off.
 
     The view is checked where a reader meets it: the written report (its
-    three example batches) and the page ``python -m bertspec trace TEXT
-    --html`` writes for the model under test, written beside the report. In
-    each, every head of the layer is drawn as a small map; clicking one
+    three example batches) and the pages ``python -m bertspec trace TEXT
+    --html`` writes for the model under test and for the bundled GPT-2 (a
+    causal view), written beside the report. In each, every head of the layer is drawn as a small map; clicking one
     enlarges it; choosing another layer or batch redraws both. After each
     action the enlarged cells hold exactly the float32 values the page
     embeds for what the selects and the chosen head say (each a float32,
@@ -215,8 +217,9 @@ def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_f
     Claim ID: P5.1b
     Question: Does the attention view work in a browser, for the handbook's examples and for my own sentence?
     问题：attention 视图在浏览器里能用吗？对手册的示例和我自己的句子都能用吗？
-    中文：在 1366×768 的无界面 Chromium 中，手册与 trace 命令页面上的 attention 视图画出一层的每个头，放大被点击的那个，换层、换 batch 时重绘，数值与存储的完全相同，没有被截断的标签。
-    原因：在读者看到视图的地方检查它：生成的报告（三个示例 batch），以及 python -m bertspec trace 文本 --html 为被测模型写出、放在报告旁边的页面。
+    中文：在 1366×768 的无界面 Chromium 中，手册与 trace 命令页面（被测模型的、自带 GPT-2 的）上的 attention 视图画出一层的每个头，放大被点击的那个，换层、换 batch 时重绘，数值与存储的完全相同，没有被截断的标签。
+    原因：在读者看到视图的地方检查它：生成的报告（三个示例 batch），以及 python -m bertspec trace 文本 --html 为被测模型与自带的 GPT-2
+    （因果视图）写出、放在报告旁边的页面。
     每个页面中，一层的每个头都画成一个小图；点击其中一个即放大；选择另一层或另一个 batch 时两者都重绘。每次操作之后，放大图的格子恰好是页面
     为选择框与所选的头所嵌入的 float32 值（每个都是 float32，Math.fround 不改变它），每个标签都在它的 svg 之内（没有被截断，[PAD] 标记也是），
     字号至少 10 px，控制台没有错误。报告中的图按 9 pt 标签显示为至少 10 px 的比例显示。每个视图的截图保存在报告旁的 screenshots/ 中。
@@ -228,9 +231,11 @@ def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_f
     trace_view = written_report.parent / "trace.html"
     assert cli(["trace", bert.texts.sentence, "--html", str(trace_view)]
                + ([] if bert.is_default else ["--model", str(bert.folder)])) == 0
+    decoder_view = written_report.parent / "trace-gpt2.html"
+    assert cli(["trace", PREFIX, "--model", str(source.resolve(family="gpt2").folder), "--html", str(decoder_view)]) == 0
     rows, errors = [], []
     with browser.chromium(browser.LAPTOP) as driver:
-        for page in (written_report, trace_view):
+        for page in (written_report, trace_view, decoder_view):
             browser.open_page(driver, page)
             rows += [(page.name, *row) for row in exercise_the_view(driver, screenshots / f"attention-{page.stem}.png")]
             errors += browser.console_errors(driver)
@@ -244,7 +249,7 @@ def test_the_attention_view_draws_every_head_enlarges_one_on_click_and_redraws_f
     evidence.table("figures: a 9 pt label as shown", ["figure", "natural width", "shown width", "label (px)"], label_px)
     evidence.text("screenshots", "\n".join(str(p) for p in sorted(screenshots.glob("attention-*.png"))))
     assert errors == []
-    assert {page for page, *_ in rows} == {written_report.name, trace_view.name}
+    assert {page for page, *_ in rows} == {written_report.name, trace_view.name, decoder_view.name}
     for page, action, label, drawn, heads, exact, outside, small in rows:
         assert drawn == heads and exact and outside == [] and small == 0, (page, action)
         assert action.split(": ")[1] in label, (page, action, label)

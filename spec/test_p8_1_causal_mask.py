@@ -8,18 +8,23 @@ mask, so that its self-attention too has padded keys before real ones and its
 cross-attention has the encoder's.
 """
 
+import json
 import re
 
 import pytest
 import torch
+from markupsafe import escape
 
 from bertspec.__main__ import main as cli
-from bertspec.handbook.evidence import attention_rows
+from bertspec.handbook import claims
+from bertspec.handbook.evidence import attention_probs, attention_rows
+from bertspec.handbook.trace_page import EXPLAINED_BEYOND
 from bertspec.models import generative as architectures
 from bertspec.models import versions
 from bertspec.models.generative import CAUSAL_SELF, CROSS, ENCODER_DECODER, ENCODER_SELF
 from bertspec.proof import scope
 from bertspec.proof.generation import HIDDEN_SPAN, PREFIX
+from bertspec.proof.pages import SPEC
 from bertspec.proof.tolerances import TOL
 from bertspec.tracing import masks
 from bertspec.tracing.trace import CAUSAL_FLAG, trace_forward
@@ -184,12 +189,17 @@ GUESSES = re.compile(r"^(?:next token after \S+|\S+ begins with): (.+)$", re.MUL
 SHOWN = re.compile(rf"^(?:model|tokens|decoder tokens|note): |^\S+:(?:attention_mask|{CAUSAL_FLAG}) ")
 
 
+def printed_guesses(out: str) -> list[list[str]]:
+    """[token, probability] of each guess the trace command printed."""
+    return [guess.rsplit(" ", 1) for guess in GUESSES.search(out).group(1).split(", ")]
+
+
 @pytest.mark.carries(encoder=scope.differs_on(
     "an encoder's trace ends in guesses at each [MASK], not at the next position",
     "test_the_trace_command_prints_every_step_and_the_prediction"))
 def test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_next_token_guesses(
         generative, capsys, tmp_path, evidence):
-    """``python -m bertspec trace TEXT --model fixtures/family/<gpt2|llama|t5>`` prints every attention's mask step and the model's own top five guesses for the next token (T5: for the span after <extra_id_0>).
+    """``python -m bertspec trace TEXT --model fixtures/family/<gpt2|llama|t5>`` prints every attention's mask step and the model's own top five guesses for the next token (T5: for the span after <extra_id_0>), and ``--html`` writes them on one offline page with exactly the traced probabilities.
 
     The command traces a bundled decoder or T5 with the same tracer as these
     claims: each attention module's mask as it arrived (and on sdpa, where
@@ -199,19 +209,24 @@ def test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_ne
     the first token of the span the text hides there. The guesses must be the
     model's own: the five tokens of an untraced forward's largest
     probabilities, in order, their probabilities within the 0.0005 of the
-    printed rounding. The offline page (--html) draws the BERT family's
-    traces only: asked of a decoder or T5, the command refuses in one line
-    with exit status 2 before loading anything, and writes no page.
+    printed rounding. With --html PAGE the command writes the page it writes
+    for a BERT-family model: the tokens (T5's decoder tokens beside), a row
+    per attention module with the mask it received, the attention view of
+    each stack's self-attention holding the traced probabilities bit for bit
+    (float32 bytes; T5's cross-attention is not square: its values are in
+    the steps table), the guesses, every step, links to chapter P8's claims
+    that explain each part, and nothing fetched.
 
     Claim ID: P8.1
     Question: What does `python -m bertspec trace` print for a decoder or for T5?
     问题：对解码器或 T5，`python -m bertspec trace` 会打印什么？
-    中文：python -m bertspec trace 文本 --model fixtures/family/<gpt2|llama|t5> 打印每个 attention 的 mask 步骤，以及模型自己对下一个 token 的前五个猜测（T5：<extra_id_0> 之后的片段）。
+    中文：python -m bertspec trace 文本 --model fixtures/family/<gpt2|llama|t5> 打印每个 attention 的 mask 步骤，以及模型自己对下一个 token 的前五个猜测（T5：<extra_id_0> 之后的片段）；加上 --html 则把它们写进一个离线页面，其中的概率与 trace 的完全相同。
     原因：命令用与这些结论相同的 tracer 追踪自带的解码器或 T5：每个 attention 模块收到的 mask（sdpa 上模块把 is_causal=True
     交给内核时还有这个标志）、分数和概率。解码器猜文本最后一个 token 之后的 token；T5 的解码器以起始 token 开头，接着 <extra_id_0>，
     猜文本在那里隐藏的片段的第一个 token。猜测必须是模型自己的：一次不追踪的前向中概率最大的五个 token，顺序相同，概率与打印值之差
-    在四舍五入的 0.0005 之内。离线页面（--html）只画 BERT 家族的 trace：对解码器或 T5 提出时，命令在加载任何东西之前用一行拒绝，
-    退出状态为 2，不写页面。
+    在四舍五入的 0.0005 之内。加上 --html 页面，命令写出与 BERT 家族模型相同的页面：token（T5 的解码器 token 在旁边）、每个
+    attention 模块一行及其收到的 mask、每个栈的自注意力的 attention 视图（按 float32 字节保存，与 trace 的概率逐位相同；T5 的交叉
+    注意力不是方阵，其数值在步骤表中）、猜测、每一步、链接到讲解各部分的 P8 章结论，并且不加载任何外部内容。
     """
     a, tokenizer = generative.anatomy, generative.tokenizer
     text = HIDDEN_SPAN if a.kind == ENCODER_DECODER else PREFIX
@@ -219,25 +234,44 @@ def test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_ne
             generative.attn_implementation]
     status = cli(args)
     out = capsys.readouterr().out
-    page = tmp_path / "trace.html"
-    refused = cli([*args, "--html", str(page)])
-    refusal = capsys.readouterr().err.splitlines()
-    shown_args = " ".join(args).replace(str(generative.origin.folder), f"fixtures/family/{a.family}")
-    evidence.text(f"$ python -m bertspec {shown_args}   (exit status {status}): its masks and guesses",
-                  "\n".join(line for line in out.splitlines() if SHOWN.match(line) or GUESSES.match(line)))
-    evidence.table("the same with --html PAGE", ["exit status", "stderr", "page written"],
-                   [(refused, "\n".join(refusal), page.exists())])
-    assert status == 0
-    assert refused == 2 and len(refusal) == 1 and refusal[0].startswith("error: --html") and not page.exists()
-    inputs = tokenizer(text, return_tensors="pt")
+    page_path = tmp_path / "trace.html"
+    written = cli([*args, "--html", str(page_path)])
+    capsys.readouterr()
+    page = page_path.read_text(encoding="utf-8")
+    inputs = dict(tokenizer(text, return_tensors="pt"))
     if a.kind == ENCODER_DECODER:
         start = [generative.config.decoder_start_token_id, tokenizer.convert_tokens_to_ids("<extra_id_0>")]
         inputs["decoder_input_ids"] = torch.tensor([start])
     with torch.no_grad():
         top = generative.model(**inputs).logits[0, -1].softmax(-1).topk(5)
-    printed = [guess.rsplit(" ", 1) for guess in GUESSES.search(out).group(1).split(", ")]
+    trace, _ = trace_forward(generative.model, keep_tensors=True, **inputs)
+    roles = a.roles(generative.model)
+    # the page's views in its order: each stack's self-attention, T5's encoder first
+    traced_probs = [torch.stack([trace.tensor(f"{path}:probs") for path, r, _ in roles if r == role])
+                    for role in (ENCODER_SELF, CAUSAL_SELF) if any(r == role for _, r, _ in roles)]
+    views = re.findall(r'<script type="application/json">(.*?)</script>', page, re.DOTALL)
+    shown = [attention_probs(json.loads(view)["batches"][0]) for view in views]
+    same = len(shown) == len(traced_probs) and all(map(torch.equal, shown, traced_probs))
+    rows = re.findall(r'<tr data-attention="([^"]+)"><td>([^<]+)</td>', page)
+    parts = EXPLAINED_BEYOND[a.kind].values()
+    discovered = claims.discover(SPEC)
+    explaining = {claims.anchor(claims.parse(discovered[f].doc).claim_id, f) for part in parts for _, f in part}
+    linked = set(re.findall(r'href="report\.html#([^"]+)"', page))
+    fetched = re.findall(r'(?:src|href)="(?:https?:)?//|<link\b', page)
+    printed = printed_guesses(out)
+    shown_args = " ".join(args).replace(str(generative.origin.folder), f"fixtures/family/{a.family}")
+    evidence.text(f"$ python -m bertspec {shown_args}   (exit status {status}): its masks and guesses",
+                  "\n".join(line for line in out.splitlines() if SHOWN.match(line) or GUESSES.match(line)))
+    evidence.table(f"the same with --html trace.html (exit status {written})",
+                   ["bytes", "attention rows", "views", "equal to the traced probabilities", "claim links", "fetched"],
+                   [(len(page.encode()), len(rows), len(shown), same, len(linked), len(fetched))])
+    assert status == 0 and written == 0
     assert [token for token, _ in printed] == tokenizer.convert_ids_to_tokens(top.indices.tolist())
     assert all(abs(float(p) - q) <= 5e-4 for (_, p), q in zip(printed, top.values.tolist()))
+    assert rows == [(f"{path}:attention_mask", role) for path, role, _ in roles]
+    assert same, "the page's attention views do not hold the traced probabilities"
+    assert linked == explaining and all(f in discovered for part in parts for _, f in part)
+    assert fetched == [] and all(f"<td>{escape(token)} " in page for token, _ in printed)
     for path, _, _ in a.roles(generative.model):
         assert re.search(rf"^{re.escape(path)}:attention_mask ", out, re.MULTILINE), f"no mask step of {path}"
         assert re.search(rf"^{re.escape(path)}:probs ", out, re.MULTILINE), f"no probabilities of {path}"

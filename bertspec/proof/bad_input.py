@@ -40,7 +40,7 @@ BROKEN = {
     "another model type": (lambda base: copy(base, "xlnet", config=config_with(model_type="xlnet")),
                            "model_type is 'xlnet', not one of the BERT family"),
     "a decoder's folder": (lambda base: copy(base, "gpt2", config=config_with(model_type="gpt2")),
-                           "chapter P8 runs on the bundled GPT-2 without it"),
+                           "the bundled GPT-2"),
     "no config": (lambda base: copy(base, "no-config", without=["config.json"]), "no config.json"),
     "config does not parse": (lambda base: copy(base, "bad-json", config='{"model_type": "bert",'), "not valid JSON"),
     "no tokenizer files": (lambda base: copy(base, "no-tokenizer", without=["vocab.txt", "tokenizer.json"]),
