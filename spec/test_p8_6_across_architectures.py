@@ -216,11 +216,10 @@ def test_from_bert_to_gpt_and_t5_walks_each_difference_linked_to_its_claims_with
     The steps (bertspec.handbook.walkthrough.BEYOND): the causal mask, left
     padding and positions, the causal LM loss, the cache, T5's encoder-decoder.
     Each names claims that exist in spec/, all of chapter P8 or the tied head,
-    and one evidence record by its title and the architecture whose run
-    records it; the page copies that record from that run, whatever order the
-    runs took. Checked on this session's reports (a step whose claim passed
-    here on that architecture finds its record; an xdist worker holds its own
-    runs only) and on a page rendered from made reports, where every
+    and one evidence record by its title and the run that records it (eager
+    on GPT-2, or on T5); the page copies that record from that run, whatever
+    order the runs took. Checked on this session's reports (a step whose run
+    passed here finds its record; an xdist worker holds its own runs only) and on a page rendered from made reports, where every
     step shows its record, its text in both languages and a link to each of its
     claims.
 
@@ -229,8 +228,8 @@ def test_from_bert_to_gpt_and_t5_walks_each_difference_linked_to_its_claims_with
     问题：从 BERT 到 GPT 与 T5，变了什么？能在一页里看到吗？
     中文：“从 BERT 到 GPT 与 T5”一页接在“BERT 一页纸”之后，用两种语言逐一讲解解码器与 T5 的不同之处，每处链接到证明它的第 P8 章结论，并显示其中一条结论在本次运行中记录的证据。
     原因：各步（bertspec.handbook.walkthrough.BEYOND）：因果 mask、左侧 padding 与位置、因果语言模型的 loss、缓存、T5 的编码器-解码器。
-    每一步列出 spec/ 中存在的结论（都属于第 P8 章，或共享权重的输出头），并按标题与记录它的架构指定其中一条结论记录的一项证据；页面从那次运行
-    复制这项记录，无论各次运行的顺序如何。这里用本次会话的报告检查（结论在这里于该架构上通过的步骤能找到它的记录；xdist 的 worker 只持有自己的
+    每一步列出 spec/ 中存在的结论（都属于第 P8 章，或共享权重的输出头），并按标题与记录它的那次运行（GPT-2 或 T5 上的 eager）指定其中一条结论记录的
+    一项证据；页面从那次运行复制这项记录，无论各次运行的顺序如何。这里用本次会话的报告检查（那次运行在这里通过的步骤能找到它的记录；xdist 的 worker 只持有自己的
     运行），也用构造的报告渲染的页面检查：每一步都显示它的记录、两种语言的文字，
     以及到每条结论的链接。
     """
@@ -239,7 +238,7 @@ def test_from_bert_to_gpt_and_t5_walks_each_difference_linked_to_its_claims_with
     collector = collect.Collector()
     for step in walkthrough.BEYOND:
         for function in step.claims:
-            report = collect.synthetic_report(discovered[function], f"eager-{step.family}", step.family)
+            report = collect.synthetic_report(discovered[function], step.run, step.run.split("-")[-1])
             if function == step.shows[0]:
                 report.bertspec["evidence"] = [{"kind": "table", "title": step.shows[1], "columns": ["made for"],
                                                 "rows": [[f"evidence of {function}"]]}]
@@ -250,9 +249,9 @@ def test_from_bert_to_gpt_and_t5_walks_each_difference_linked_to_its_claims_with
     for step in walkthrough.BEYOND:
         claim, title = step.shows
         # under xdist this session holds its own worker's runs only: the step's run may have passed on another
-        passed = this_run.claim(claim) is not None and any(r.outcome == "passed" and r.family == step.family
+        passed = this_run.claim(claim) is not None and any(r.outcome == "passed" and r.param == step.run
                                                            for r in this_run.claim(claim).runs)
-        found = this_run.record(claim, title, step.family) is not None
+        found = this_run.record(claim, title, step.run) is not None
         html = shown[step.anchor]
         rows.append((step.key, len(step.claims), claim, passed, found, f"evidence of {claim}" in html))
         assert claim in step.claims and all(is_chapter_p8(f, discovered) for f in step.claims), step.key

@@ -206,15 +206,15 @@ class Page:
     def walks(self) -> list[tuple[walkthrough.Walk, list[tuple[walkthrough.Step, dict | None]]]]:
         """BERT in one page, then from BERT to GPT and T5: each step with the evidence record its claim recorded in
         this run, None if none."""
-        return [(walk, [(step, self.record(*step.shows, family=step.family)) for step in walk.steps])
+        return [(walk, [(step, self.record(*step.shows, run=step.run)) for step in walk.steps])
                 for walk in walkthrough.WALKS]
 
-    def record(self, function: str, title: str, family: str | None = None) -> dict | None:
-        """A claim's evidence record titled ``title`` in its first passed run (on ``family`` where named); None if
-        no such run passed."""
+    def record(self, function: str, title: str, run: str | None = None) -> dict | None:
+        """A claim's evidence record titled ``title`` in its first passed run (the run ``run``, its test id's
+        parameters, where named); None if no such run passed."""
         result = self.claim(function)
-        passed = [run for run in result.runs if run.outcome == "passed" and family in (None, run.family)] if result else []
-        return next((rec for run in passed for rec in run.evidence if rec["title"] == title), None)
+        passed = [r for r in result.runs if r.outcome == "passed" and run in (None, r.param)] if result else []
+        return next((rec for r in passed for rec in r.evidence if rec["title"] == title), None)
 
     @functools.cached_property
     def chapters(self) -> list[Chapter]:

@@ -22,9 +22,10 @@ class Step:
     en: str
     claims: tuple[str, ...]
     shows: tuple[str, str]  # (a claim of the step, the title of its evidence record shown beside the step)
-    # The architecture whose run of that claim records it, where the claim runs on several (chapter P8's): the
-    # step then shows that run's record, whatever order the runs took. None: the claim's first passed run.
-    family: str | None = None
+    # The run of that claim that records it, by its test id's parameters ("eager-gpt2"), where the claim runs on
+    # several architectures (chapter P8's): the step shows that run's record, whatever order the runs took, and
+    # knows it is missing only where that run passed. None: the claim's first passed run.
+    run: str | None = None
 
     @property
     def anchor(self) -> str:
@@ -164,7 +165,7 @@ BEYOND = [
           "test_each_attention_receives_the_mask_form_read_in_this_version_and_a_causal_one_hides_the_future",
           "test_the_trace_command_prints_each_attentions_mask_and_the_models_own_top_next_token_guesses"),
          ("test_padded_and_future_keys_get_exactly_zero_probability_at_every_real_query_of_a_causal_self_attention",
-          "GPT-2, eager: every causal self-attention layer and head, left-padded batch"), family="gpt2"),
+          "GPT-2, eager: every causal self-attention layer and head, left-padded batch"), run="eager-gpt2"),
     Step("padding-side", "左侧 padding 与位置", "Left padding and positions",
          "生成时新 token 接在每行的最右端，所以批量生成要在左侧 padding；右侧 padding 会让 [PAD] 夹在提示与续写之间。"
          "左侧 padding 之后，GPT-2 的绝对位置要从每行第一个真实 token 数起（generate 传入 position_ids）；"
@@ -177,7 +178,7 @@ BEYOND = [
           "test_a_left_padded_row_gives_its_prompts_logits_with_generates_position_ids_and_without_them_only_under_rotary_positions",
           "test_the_bundled_decoders_finish_corpus_lines_from_their_first_half_where_an_untrained_twin_does_not"),
          ("test_right_padding_changes_most_batched_greedy_continuations_and_left_padding_changes_none",
-          "GPT-2: one prompt of each length"), family="gpt2"),
+          "GPT-2: one prompt of each length"), run="eager-gpt2"),
     Step("causal-loss", "因果 LM 的 loss：labels 就是输入", "The causal LM loss: the labels are the inputs",
          "因果语言模型的 labels 就是 input_ids 本身：模型在内部把 logits 与 labels 错开一位，用户不要自己再移位。"
          "提示和 padding 标为 -100，就既不进 loss 也不产生梯度——对应 BERT 的“只有有标签的位置得到梯度”。",
@@ -187,7 +188,7 @@ BEYOND = [
          ("test_minus_100_on_prompt_and_padding_leaves_them_out_of_a_decoders_loss_and_gives_their_preceding_logits_exactly_zero_gradient",
           "test_a_decoders_loss_with_labels_equal_to_its_input_ids_scores_each_position_against_the_next_token"),
          ("test_minus_100_on_prompt_and_padding_leaves_them_out_of_a_decoders_loss_and_gives_their_preceding_logits_exactly_zero_gradient",
-          "row 0: |d loss / d logits| per position"), family="gpt2"),
+          "row 0: |d loss / d logits| per position"), run="eager-gpt2"),
     Step("cache", "KV 缓存", "The cache",
          "逐个 token 生成时，每层把已算过的 key 与 value 存进缓存，新 token 只需计算自己的一行；"
          "带缓存的逐步前向给出与一次完整前向相同的 logits，缓存中的 padding 也照样被屏蔽。",
@@ -196,7 +197,7 @@ BEYOND = [
          "with the padding in the cache still hidden.",
          ("test_decoding_token_by_token_with_the_cache_gives_the_logits_of_the_full_forward_with_padding_in_the_cache",),
          ("test_decoding_token_by_token_with_the_cache_gives_the_logits_of_the_full_forward_with_padding_in_the_cache",
-          "GPT-2 (eager): token by token with the cache vs one full forward"), family="gpt2"),
+          "GPT-2 (eager): token by token with the cache vs one full forward"), run="eager-gpt2"),
     Step("encoder-decoder", "编码器-解码器：T5", "The encoder-decoder: T5",
          "T5 的编码器像 BERT 一样双向；解码器是因果的，并通过交叉注意力读取编码器的输出，编码器的 padding mask 就是交叉注意力的 mask。"
          "decoder_input_ids 是 labels 右移一位、以起始 token 开头并把 -100 换成 pad；loss 不再移位。T5 的分数不除以 √d，缩放放在初始化里。",
@@ -210,7 +211,7 @@ BEYOND = [
           "test_t5_does_not_divide_its_scores_by_the_square_root_of_the_head_size_its_query_initialisation_carries_the_scale",
           "test_the_lm_head_is_the_word_embedding_matrix_itself_exactly_where_the_config_ties_them_and_has_no_bias"),
          ("test_t5_decoder_queries_give_padded_encoder_positions_exactly_zero_probability_in_every_cross_attention_layer",
-          "T5 (eager): cross-attention over a right-padded encoder batch (7 of 10 positions of row 1 padded)"), family="t5"),
+          "T5 (eager): cross-attention over a right-padded encoder batch (7 of 10 positions of row 1 padded)"), run="eager-t5"),
 ]
 
 WALKS = [
